@@ -1,0 +1,10 @@
+"""Local stand-ins for the external systems the pipeline talks to.
+
+Each stand-in is a real HTTP server (a Starlette app served by uvicorn), so `make dev` and the integration tests
+exercise the same client code, retries and serialisation as production; only the base URL and token differ.
+
+- `devstack.crm_server`: a HubSpot-CRM-v3-shaped contacts API backed by SQLite.
+- `devstack.webhook_receiver`: records incoming webhook POSTs (Slack incoming-webhook stand-in).
+- `devstack.serve`: `ServerThread` runs any of them in-process on an ephemeral loopback port (tests),
+  and the shared command-line plumbing (`python -m devstack.crm_server ...`).
+"""

@@ -1,0 +1,683 @@
+"""A HubSpot-CRM-v3-shaped contacts API backed by SQLite, for `make dev` and the integration tests.
+
+The activation stage talks to this server with the same client it uses for HubSpot; only the base URL and token
+differ. It implements what that client needs, in HubSpot's request/response shapes:
+
+- ``POST /crm/v3/objects/contacts/batch/upsert``: at most 100 inputs, applied in one SQLite transaction;
+- ``GET /crm/v3/objects/contacts?limit=&after=``: cursor paging in contact-id order;
+- ``GET /crm/v3/objects/contacts/{id}`` and ``.../{value}?idProperty=<property>``;
+- ``GET /_devstack/stats`` (not HubSpot): counts to assert on in tests and benchmarks;
+- ``GET /healthz``: readiness probe, never needs the token.
+
+Deliberate simplifications, so tests do not rely on them by accident:
+
+- Property values are stored as strings like HubSpot does (``true``/``false`` for booleans, ``str()`` of numbers);
+  JSON ``null`` is stored as ``null`` and clears the value. Objects/arrays are rejected.
+- Any property becomes a *unique id property* the first time an upsert uses it as ``idProperty`` (HubSpot declares
+  them up front; ``email`` is registered from the start). Registering one indexes the existing contacts, the
+  oldest contact winning if several already share a value. From then on a second contact cannot take the same
+  value (409 ``CONFLICT``, whole batch rolled back). Values are matched exactly (HubSpot lower-cases emails).
+  ``GET .../{value}?idProperty=`` with any other property scans and returns the oldest match (HubSpot: 400).
+- The same ``(idProperty, id)`` twice in one batch is rejected (400), as HubSpot does.
+
+Storage lives in `ContactStore`, apart from the HTTP layer, so `Idempotency-Key` replay (a key table written in the
+same transaction as the upsert, see `ContactStore.write`) and fault injection (an ASGI middleware in front of the
+routes) can be added without touching either.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from devstack.serve import parse_args, run_forever, server_arg_parser
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH_INPUTS = 100
+MAX_PAGE_LIMIT = 100
+DEFAULT_PAGE_LIMIT = 10
+OBJECT_ID_PROPERTY = "hs_object_id"
+READ_ONLY_PROPERTIES = frozenset({OBJECT_ID_PROPERTY, "createdate", "lastmodifieddate"})
+# HubSpot internal property names: letters, digits and underscores, starting with a letter. Checking them here
+# also makes them safe to embed in a JSON path (see ContactStore._register_id_properties).
+PROPERTY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+PUBLIC_PATHS = frozenset({"/healthz"})
+
+PropertyValue = str | None
+
+
+def utc_now() -> str:
+    """ISO 8601 UTC with milliseconds, the way HubSpot writes timestamps (``2024-05-01T12:00:00.123Z``)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class CrmError(Exception):
+    """An error the API reports in HubSpot's shape; `errors` lists per-input details."""
+
+    def __init__(self, status_code: int, category: str, message: str, errors: Sequence[Mapping[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.category = category
+        self.message = message
+        self.errors = list(errors)
+
+
+def validation_error(message: str, errors: Sequence[Mapping[str, str]] = ()) -> CrmError:
+    return CrmError(400, "VALIDATION_ERROR", message, errors)
+
+
+def error_response(
+    status_code: int,
+    category: str,
+    message: str,
+    errors: Sequence[Mapping[str, str]] = (),
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "status": "error",
+        "message": message,
+        "correlationId": str(uuid.uuid4()),
+        "category": category,
+    }
+    if errors:
+        body["errors"] = list(errors)
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+# --- domain ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertInput:
+    id_property: str
+    id: str
+    properties: Mapping[str, PropertyValue]
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    id: int
+    properties: dict[str, PropertyValue]
+    created_at: str
+    updated_at: str
+
+    def to_json(self, property_names: Sequence[str] | None = None) -> dict[str, Any]:
+        """HubSpot's object shape. `property_names` narrows `properties` like HubSpot's ``properties=`` param."""
+        properties = self.properties
+        if property_names is not None:
+            wanted = [*property_names, *sorted(READ_ONLY_PROPERTIES)]
+            properties = {name: self.properties.get(name) for name in wanted}
+        return {
+            "id": str(self.id),
+            "properties": properties,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "archived": False,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    contact: Contact
+    new: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.contact.to_json(), "new": self.new}
+
+
+def _property_value(value: object) -> PropertyValue:
+    """HubSpot keeps every property value as a string; None (JSON null) clears the value."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def parse_upsert_body(body: object) -> list[UpsertInput]:
+    """Validate a batch-upsert request body; report every bad input at once, with its position."""
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+        raise validation_error(
+            'Expected a JSON object {"inputs": [{"idProperty": ..., "id": ..., "properties": {...}}]}'
+        )
+    raw_inputs: list[object] = body["inputs"]
+    if len(raw_inputs) > MAX_BATCH_INPUTS:
+        raise validation_error(
+            f"Too many inputs: got {len(raw_inputs)}, at most {MAX_BATCH_INPUTS} are allowed per batch request. "
+            f"Split the inputs into batches of {MAX_BATCH_INPUTS}."
+        )
+    inputs: list[UpsertInput] = []
+    errors: list[dict[str, str]] = []
+    seen: dict[tuple[str, str], int] = {}
+
+    def bad(index: int, where: str, message: str) -> None:
+        errors.append({"in": f"inputs[{index}]{where}", "message": message})
+
+    for index, raw in enumerate(raw_inputs):
+        if not isinstance(raw, dict):
+            bad(index, "", f"expected an object, got {type(raw).__name__}")
+            continue
+        id_property, id_value, raw_properties = raw.get("idProperty"), raw.get("id"), raw.get("properties", {})
+        ok = True
+        if not isinstance(id_property, str) or not PROPERTY_NAME.fullmatch(id_property):
+            bad(index, ".idProperty", f"expected a property name (letters, digits, _), got {id_property!r}")
+            ok = False
+        elif id_property in READ_ONLY_PROPERTIES:
+            bad(index, ".idProperty", f"{id_property!r} cannot be an idProperty for upserts; use a unique property")
+            ok = False
+        if isinstance(id_value, int) and not isinstance(id_value, bool):
+            id_value = str(id_value)
+        if not isinstance(id_value, str) or not id_value:
+            bad(index, ".id", f"expected a non-empty string, got {id_value!r}")
+            ok = False
+        if not isinstance(raw_properties, dict):
+            bad(index, ".properties", f"expected an object, got {type(raw_properties).__name__}")
+            continue
+        properties: dict[str, PropertyValue] = {}
+        for name, value in raw_properties.items():
+            if not PROPERTY_NAME.fullmatch(name):
+                bad(index, f".properties[{name!r}]", "expected a property name (letters, digits, _)")
+                ok = False
+            elif name in READ_ONLY_PROPERTIES:
+                bad(index, f".properties.{name}", "is read-only (set by the CRM)")
+                ok = False
+            else:
+                try:
+                    properties[name] = _property_value(value)
+                except TypeError as exc:
+                    bad(index, f".properties.{name}", f"expected a string, number, boolean or null, got {exc}")
+                    ok = False
+        if not ok:
+            continue
+        key = (id_property, id_value)
+        if key in seen:
+            bad(index, ".id", f"duplicate of inputs[{seen[key]}] ({id_property}={id_value!r}); ids must be unique")
+            continue
+        seen[key] = index
+        inputs.append(UpsertInput(id_property, id_value, properties))
+    if errors:
+        shown = "; ".join(f"{e['in']}: {e['message']}" for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise validation_error(f"{len(errors)} invalid input(s): {shown}{more}", errors)
+    return inputs
+
+
+# --- storage --------------------------------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS contacts (
+    id          INTEGER PRIMARY KEY,
+    properties  TEXT NOT NULL,          -- JSON object: property name -> string | null
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+-- Properties usable as idProperty; their values are unique across contacts.
+CREATE TABLE IF NOT EXISTS id_properties (property TEXT PRIMARY KEY) WITHOUT ROWID;
+-- (property, value) -> contact: the lookup index for upserts and reads by idProperty.
+CREATE TABLE IF NOT EXISTS contact_ids (
+    property    TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    contact_id  INTEGER NOT NULL REFERENCES contacts (id),
+    PRIMARY KEY (property, value)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO id_properties (property) VALUES ('email');
+INSERT OR IGNORE INTO counters (name, value) VALUES ('upsert_requests', 0), ('upserted_inputs', 0);
+"""
+
+_CONTACT_COLUMNS = "id, properties, created_at, updated_at"
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def _contact(row: tuple[int, str, str, str]) -> Contact:
+    contact_id, properties, created_at, updated_at = row
+    return Contact(contact_id, json.loads(properties), created_at, updated_at)
+
+
+def _placeholders(count: int) -> str:
+    return ",".join("?" * count)
+
+
+@dataclass(slots=True)
+class _Touched:
+    """A contact as a batch leaves it: its index entries before the batch, and whether it must be written."""
+
+    contact: Contact
+    original_keys: set[tuple[str, str]] = field(default_factory=set)
+    new: bool = False
+    dirty: bool = False
+
+
+class ContactStore:
+    """Contacts in one SQLite file, safe to share between the server's worker threads.
+
+    SQLite allows one writer at a time, so writes take an in-process lock and run on one long-lived connection
+    (keeping it open also spares a WAL checkpoint per request); each write is a ``BEGIN IMMEDIATE`` transaction,
+    with a busy timeout should another process hold the file. Reads use their own short-lived connections and,
+    in WAL mode, never wait for the writer.
+    """
+
+    def __init__(self, db_path: str | Path, *, busy_timeout: float = 30.0) -> None:
+        self.db_path = Path(db_path)
+        self._busy_timeout = busy_timeout
+        self._write_lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+        with self._write_lock:
+            self._writer_connection().executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT), never implicit.
+        conn = sqlite3.connect(self.db_path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA synchronous = NORMAL")  # durable enough for a dev stand-in, and fast in WAL mode
+        return conn
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        if self._writer is None:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._writer = conn
+        return self._writer
+
+    def close(self) -> None:
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: everything done on the yielded connection commits or rolls back together."""
+        with self._write_lock:
+            conn = self._writer_connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for the duration of the block."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+            yield conn
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    # -- writes --
+
+    def upsert_batch(self, inputs: Sequence[UpsertInput]) -> list[UpsertResult]:
+        """Apply a validated batch in one transaction; results come back in input order."""
+        with self.write() as conn:
+            results = self.apply_upserts(conn, inputs, utc_now())
+        new = sum(result.new for result in results)
+        logger.debug("batch upsert: %d inputs, %d created, %d updated", len(results), new, len(results) - new)
+        return results
+
+    def apply_upserts(self, conn: sqlite3.Connection, inputs: Sequence[UpsertInput], now: str) -> list[UpsertResult]:
+        """The upsert itself, inside the caller's write transaction (see `write`).
+
+        Lookups for the whole batch are one query per idProperty; writes are one executemany per table. Inputs
+        are applied in order against an in-memory view of the touched contacts, so two inputs that reach the
+        same contact through different id properties merge like two sequential requests would.
+        """
+        id_properties = self._register_id_properties(conn, {item.id_property for item in inputs})
+        index = self._lookup(conn, [(item.id_property, item.id) for item in inputs])
+        touched = self._load_touched(conn, set(index.values()), id_properties)
+        # In-batch changes to the index: key -> contact, or None once the contact moved off that value.
+        overlay: dict[tuple[str, str], int | None] = {}
+        next_id: int = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM contacts").fetchone()[0]
+        results: list[UpsertResult] = []
+
+        for item in inputs:
+            key = (item.id_property, item.id)
+            contact_id = overlay[key] if key in overlay else index.get(key)
+            if contact_id is None:
+                contact_id, next_id = next_id, next_id + 1
+                before: dict[str, PropertyValue] = {}
+                state = _Touched(Contact(contact_id, {}, now, now), new=True, dirty=True)
+                touched[contact_id] = state
+            else:
+                state = touched[contact_id]
+                before = state.contact.properties
+            after = {**before, **item.properties, item.id_property: item.id}
+            if after != before:  # an unchanged contact keeps its updatedAt, as in HubSpot
+                after[OBJECT_ID_PROPERTY] = str(contact_id)
+                after.setdefault("createdate", state.contact.created_at)
+                after["lastmodifieddate"] = now
+                state.contact = Contact(contact_id, after, state.contact.created_at, now)
+                state.dirty = True
+                for prop in id_properties:
+                    old_value, new_value = before.get(prop), after.get(prop)
+                    if old_value != new_value:
+                        if old_value:
+                            overlay[(prop, old_value)] = None
+                        if new_value:
+                            overlay[(prop, new_value)] = contact_id
+            results.append(UpsertResult(state.contact, new=state.new and not before))
+
+        self._write_touched(conn, touched.values(), id_properties)
+        conn.executemany(
+            "UPDATE counters SET value = value + ? WHERE name = ?",
+            [(1, "upsert_requests"), (len(inputs), "upserted_inputs")],
+        )
+        return results
+
+    def _register_id_properties(self, conn: sqlite3.Connection, properties: set[str]) -> frozenset[str]:
+        """Make `properties` unique id properties, indexing contacts that already have a value for them."""
+        registered = {row[0] for row in conn.execute("SELECT property FROM id_properties")}
+        for prop in sorted(properties - registered):
+            logger.info("registering %r as a unique id property; indexing existing contacts", prop)
+            conn.execute("INSERT INTO id_properties (property) VALUES (?)", (prop,))
+            path = f'$."{prop}"'  # safe: PROPERTY_NAME allows no quotes
+            conn.execute(
+                "INSERT OR IGNORE INTO contact_ids (property, value, contact_id) "
+                "SELECT ?, json_extract(properties, ?), id FROM contacts "
+                "WHERE json_type(properties, ?) = 'text' AND json_extract(properties, ?) != '' ORDER BY id",
+                (prop, path, path, path),
+            )
+            registered.add(prop)
+        return frozenset(registered)
+
+    @staticmethod
+    def _lookup(conn: sqlite3.Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        values_by_property: dict[str, list[str]] = defaultdict(list)
+        for prop, value in keys:
+            values_by_property[prop].append(value)
+        found: dict[tuple[str, str], int] = {}
+        for prop, values in values_by_property.items():
+            in_values = _placeholders(len(values))
+            rows = conn.execute(
+                f"SELECT value, contact_id FROM contact_ids WHERE property = ? AND value IN ({in_values})",
+                (prop, *values),
+            )
+            found.update(((prop, value), contact_id) for value, contact_id in rows)
+        return found
+
+    @staticmethod
+    def _load_touched(
+        conn: sqlite3.Connection, contact_ids: set[int], id_properties: frozenset[str]
+    ) -> dict[int, _Touched]:
+        if not contact_ids:
+            return {}
+        rows = conn.execute(
+            f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE id IN ({_placeholders(len(contact_ids))})",
+            tuple(contact_ids),
+        )
+        touched: dict[int, _Touched] = {}
+        for row in rows:
+            contact = _contact(row)
+            keys = {(prop, value) for prop in id_properties if (value := contact.properties.get(prop))}
+            touched[contact.id] = _Touched(contact, original_keys=keys)
+        return touched
+
+    @staticmethod
+    def _write_touched(conn: sqlite3.Connection, touched: Iterable[_Touched], id_properties: frozenset[str]) -> None:
+        inserts, updates = [], []
+        removed_keys: dict[tuple[str, str], int] = {}
+        added_keys: dict[tuple[str, str], int] = {}
+        for state in touched:
+            if not state.dirty:
+                continue
+            contact = state.contact
+            row = _COMPACT_JSON.encode(contact.properties)
+            if state.new:
+                inserts.append((contact.id, row, contact.created_at, contact.updated_at))
+            else:
+                updates.append((row, contact.updated_at, contact.id))
+            final_keys = {(prop, value) for prop in id_properties if (value := contact.properties.get(prop))}
+            removed_keys.update(dict.fromkeys(state.original_keys - final_keys, contact.id))
+            for key in final_keys - state.original_keys:
+                if key in added_keys:
+                    raise _conflict(key, added_keys[key], contact.id)
+                added_keys[key] = contact.id
+
+        for key, holder in ContactStore._lookup(conn, added_keys).items():
+            if removed_keys.get(key) != holder:
+                raise _conflict(key, holder, added_keys[key])
+
+        conn.executemany("INSERT INTO contacts (id, properties, created_at, updated_at) VALUES (?, ?, ?, ?)", inserts)
+        conn.executemany("UPDATE contacts SET properties = ?, updated_at = ? WHERE id = ?", updates)
+        conn.executemany(
+            "DELETE FROM contact_ids WHERE property = ? AND value = ? AND contact_id = ?",
+            [(prop, value, contact_id) for (prop, value), contact_id in removed_keys.items()],
+        )
+        conn.executemany(
+            "INSERT INTO contact_ids (property, value, contact_id) VALUES (?, ?, ?)",
+            [(prop, value, contact_id) for (prop, value), contact_id in added_keys.items()],
+        )
+
+    # -- reads --
+
+    def get(self, contact_id: int) -> Contact | None:
+        with self.read() as conn:
+            row = conn.execute(f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE id = ?", (contact_id,)).fetchone()
+        return None if row is None else _contact(row)
+
+    def find(self, id_property: str, value: str) -> Contact | None:
+        """The contact whose `id_property` equals `value`; the oldest one if the property is not a unique one.
+
+        Reads never register a property as unique (that would change what later upserts accept), so a property
+        never used as idProperty is found by a scan: fine for a dev stand-in, where such reads are rare.
+        """
+        if id_property == OBJECT_ID_PROPERTY:
+            return self.get(int(value)) if value.isdigit() else None
+        with self.read() as conn:
+            row = conn.execute(
+                "SELECT c.id, c.properties, c.created_at, c.updated_at FROM contact_ids i "
+                "JOIN contacts c ON c.id = i.contact_id WHERE i.property = ? AND i.value = ?",
+                (id_property, value),
+            ).fetchone()
+            if (
+                row is None
+                and not conn.execute("SELECT 1 FROM id_properties WHERE property = ?", (id_property,)).fetchone()
+            ):
+                row = conn.execute(
+                    f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE json_extract(properties, ?) = ? "
+                    "AND json_type(properties, ?) = 'text' ORDER BY id LIMIT 1",
+                    (f'$."{id_property}"', value, f'$."{id_property}"'),
+                ).fetchone()
+        return None if row is None else _contact(row)
+
+    def page(self, *, limit: int, after: int = 0) -> tuple[list[Contact], int | None]:
+        """Up to `limit` contacts with id > `after`, in id order, and the cursor for the next page (or None)."""
+        with self.read() as conn:
+            rows = conn.execute(
+                f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE id > ? ORDER BY id LIMIT ?", (after, limit + 1)
+            ).fetchall()
+        contacts = [_contact(row) for row in rows[:limit]]
+        return contacts, (contacts[-1].id if len(rows) > limit else None)
+
+    def stats(self) -> dict[str, int]:
+        with self.read() as conn:
+            contacts = conn.execute("SELECT COUNT(*) FROM contacts").fetchone()[0]
+            counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+        return {"contacts": contacts, **counters}
+
+
+def _conflict(key: tuple[str, str], holder: int, claimant: int) -> CrmError:
+    prop, value = key
+    return CrmError(
+        409,
+        "CONFLICT",
+        f"Contact {claimant} cannot take {prop}={value!r}: contact {holder} already has it and {prop} is a unique "
+        "id property. No input of this batch was applied.",
+    )
+
+
+# --- HTTP -----------------------------------------------------------------------------------------------------
+
+
+class BearerTokenAuth:
+    """Require ``Authorization: Bearer <token>`` on every path except `PUBLIC_PATHS`, like a HubSpot private app."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            scheme, _, credentials = Headers(scope=scope).get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not credentials:
+                message = "Authentication credentials not found. Send the header `Authorization: Bearer <token>`."
+            elif not hmac.compare_digest(credentials.strip().encode(), self._token):
+                message = "The access token is invalid."
+            else:
+                message = None
+            if message is not None:
+                await error_response(401, "INVALID_AUTHENTICATION", message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _json_body(request: Request) -> object:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise validation_error(f"Request body is not UTF-8: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise validation_error(f"Invalid input JSON on line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+
+
+def _int_param(request: Request, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < minimum or (maximum is not None and int(raw) > maximum):
+        bounds = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise validation_error(f"Query parameter {name}={raw!r} must be an integer {bounds}")
+    return int(raw)
+
+
+def _property_names(request: Request) -> list[str] | None:
+    raw = request.query_params.get("properties")
+    return None if raw is None else [name for name in raw.split(",") if name]
+
+
+def create_app(db_path: str | Path, token: str | None) -> Starlette:
+    """The CRM stand-in over the SQLite file `db_path` (created if missing); `token=None` disables auth.
+
+    The store is reachable as ``app.state.store`` for tests and for wrappers (idempotency, fault injection).
+    """
+    store = ContactStore(db_path)
+
+    async def upsert(request: Request) -> Response:
+        started_at = utc_now()
+        inputs = parse_upsert_body(await _json_body(request))
+        results = await run_in_threadpool(store.upsert_batch, inputs)
+        return JSONResponse(
+            {
+                "status": "COMPLETE",
+                "results": [result.to_json() for result in results],
+                "startedAt": started_at,
+                "completedAt": utc_now(),
+            }
+        )
+
+    async def list_contacts(request: Request) -> Response:
+        limit = _int_param(request, "limit", DEFAULT_PAGE_LIMIT, minimum=1, maximum=MAX_PAGE_LIMIT)
+        after = _int_param(request, "after", 0, minimum=0)
+        names = _property_names(request)
+        contacts, next_after = await run_in_threadpool(store.page, limit=limit, after=after)
+        body: dict[str, Any] = {"results": [contact.to_json(names) for contact in contacts]}
+        if next_after is not None:
+            link = f"{request.url.path}?limit={limit}&after={next_after}"
+            body["paging"] = {"next": {"after": str(next_after), "link": link}}
+        return JSONResponse(body)
+
+    async def get_contact(request: Request) -> Response:
+        value: str = request.path_params["contact_id"]
+        id_property = request.query_params.get("idProperty") or OBJECT_ID_PROPERTY
+        if not PROPERTY_NAME.fullmatch(id_property):
+            raise validation_error(f"idProperty={id_property!r} is not a property name")
+        contact = await run_in_threadpool(store.find, id_property, value)
+        if contact is None:
+            raise CrmError(404, "OBJECT_NOT_FOUND", f"No contact with {id_property}={value!r}")
+        return JSONResponse(contact.to_json(_property_names(request)))
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(store.stats))
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def on_crm_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, CrmError)
+        logger.info("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
+        return error_response(exc.status_code, exc.category, exc.message, exc.errors)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        category = "OBJECT_NOT_FOUND" if exc.status_code == 404 else "VALIDATION_ERROR"
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return error_response(exc.status_code, category, message, headers=exc.headers)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    contacts = "/crm/v3/objects/contacts"
+    app = Starlette(
+        routes=[
+            Route(f"{contacts}/batch/upsert", upsert, methods=["POST"]),
+            Route(contacts, list_contacts, methods=["GET"]),
+            Route(f"{contacts}/{{contact_id}}", get_contact, methods=["GET"]),
+            Route("/_devstack/stats", stats, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        middleware=[Middleware(BearerTokenAuth, token=token)] if token else [],
+        exception_handlers={CrmError: on_crm_error, HTTPException: on_http_error},
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = server_arg_parser("HubSpot-shaped CRM contacts API backed by SQLite (devstack).", default_port=8765)
+    parser.add_argument("--db", type=Path, default=Path(".data/crm.sqlite"), help="SQLite file (default: %(default)s)")
+    parser.add_argument("--token", default=None, help="bearer token to require (default: $CRM_TOKEN; empty: no auth)")
+    args = parse_args(parser, argv)
+    token = (args.token if args.token is not None else os.environ.get("CRM_TOKEN")) or None
+    app = create_app(args.db, token)
+    logger.info("CRM stand-in: db=%s, auth=%s", args.db, "bearer token" if token else "off")
+    run_forever(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()

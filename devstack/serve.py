@@ -1,0 +1,135 @@
+"""Run a devstack ASGI app: in a background thread for tests, or in the foreground from the command line.
+
+`ServerThread` binds port 0 and reads the port the OS picked back from uvicorn's listening socket, so parallel
+test runs never race for a fixed port and no "find a free port, then bind it" window exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+import uvicorn
+from starlette.types import ASGIApp
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+class ServerThread:
+    """Serve `app` with uvicorn on `host`:`port` in a daemon thread; use as a context manager.
+
+    `port=0` (the default) lets the OS pick a free port; `.port` and `.url` report it once started.
+    uvicorn's logging config is left alone (`log_config=None`) so starting a server inside pytest does not
+    reconfigure the test process's loggers.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        startup_timeout: float = 10.0,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self._startup_timeout = startup_timeout
+        self._shutdown_timeout = shutdown_timeout
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            log_config=None,
+            access_log=False,
+            # Keep-alive connections left open by a client must not hold up shutdown for long.
+            timeout_graceful_shutdown=max(1, int(shutdown_timeout / 2)),
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, name=f"devstack-uvicorn-{host}", daemon=True)
+        self._error: BaseException | None = None
+        self._port: int | None = None
+
+    def _run(self) -> None:
+        try:
+            self._server.run()
+        except BaseException as exc:  # uvicorn reports bind/startup failures through sys.exit()
+            self._error = exc
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("server not started; use `with ServerThread(app) as server:` or call start()")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL without a trailing slash, e.g. ``http://127.0.0.1:54321``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        deadline = time.monotonic() + self._startup_timeout
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(
+                    f"uvicorn failed to start on {self.host}:{self._requested_port}: {self._error!r}"
+                ) from self._error
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"uvicorn did not start within {self._startup_timeout}s")
+            time.sleep(0.005)
+        self._port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        self._server.should_exit = True
+        self._thread.join(self._shutdown_timeout)
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(self._shutdown_timeout)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def server_arg_parser(description: str, *, default_port: int) -> argparse.ArgumentParser:
+    """The options every devstack server shares; each server's `main()` adds its own."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=default_port, help="0 picks a free port (default: %(default)s)")
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="(default: %(default)s)")
+    return parser
+
+
+def configure_logging(log_level: str) -> None:
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_forever(app: ASGIApp, *, host: str, port: int, log_level: str) -> None:
+    """Serve `app` in the foreground until SIGINT/SIGTERM (uvicorn handles the signals on the main thread)."""
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    return args

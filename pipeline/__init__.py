@@ -1,0 +1,1 @@
+"""Analytics pipeline code location: landing files -> DuckDB raw tables -> dbt -> activation syncs."""

@@ -1,0 +1,1 @@
+"""Marts -> the world: syncs declared in syncs.yaml, their destinations, and notifications."""

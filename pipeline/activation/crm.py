@@ -1,0 +1,81 @@
+"""HubSpot CRM v3 batch upsert: pure helpers to shape records and a small sender."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
+MAX_BATCH = 100  # HubSpot's limit for batch endpoints
+
+
+def to_property(value: Any) -> str:
+    """HubSpot stores every property as a string; an empty string clears a property."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+def upsert_inputs(
+    rows: Iterable[Mapping[str, Any]], primary_key: str, fields: Mapping[str, str], id_property: str
+) -> Iterator[dict[str, Any]]:
+    """Mart rows -> batch/upsert `inputs` entries: `{idProperty, id, properties}`."""
+    for row in rows:
+        yield {
+            "idProperty": id_property,
+            "id": to_property(row[primary_key]),
+            "properties": {prop: to_property(row[col]) for col, prop in fields.items()},
+        }
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    if not 1 <= size <= MAX_BATCH:
+        raise ValueError(f"batch size must be 1..{MAX_BATCH}, got {size}")
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass
+class UpsertSummary:
+    batches: int = 0
+    sent: int = 0
+    created: int = 0
+    updated: int = 0
+
+
+def send_upserts(client: httpx.Client, batches: Iterable[Sequence[dict[str, Any]]]) -> UpsertSummary:
+    """POST each batch; a non-2xx answer raises with the destination's message (never the token)."""
+    summary = UpsertSummary()
+    for batch in batches:
+        response = client.post(UPSERT_PATH, json={"inputs": list(batch)})
+        if response.is_error:
+            raise httpx.HTTPStatusError(
+                f"CRM answered {response.status_code} to a batch of {len(batch)}: {response.text[:500]}",
+                request=response.request,
+                response=response,
+            )
+        results = response.json().get("results", [])
+        summary.batches += 1
+        summary.sent += len(batch)
+        summary.created += sum(1 for r in results if r.get("new"))
+        summary.updated += sum(1 for r in results if not r.get("new"))
+    return summary

@@ -1,0 +1,19 @@
+"""The code location: every stage's definitions, merged. Nothing else lives here."""
+
+import dagster as dg
+
+from .activation.assets import activation_defs
+from .ingestion.assets import ingestion_defs
+from .resources import build_resources
+from .settings import Settings
+from .transformation.assets import transformation_defs
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    settings = Settings.from_env()
+    ingestion = ingestion_defs(settings)
+    ingested = {key for a in ingestion.assets or [] if isinstance(a, dg.AssetsDefinition) for key in a.keys}
+    dbt = transformation_defs(settings, ingested)
+    activation = activation_defs(settings, dbt.manifest, dbt.key_of)
+    return dg.Definitions.merge(ingestion, dbt.defs, activation, dg.Definitions(resources=build_resources(settings)))

@@ -1,0 +1,1 @@
+"""Landing store -> raw tables: contracts, loaders and the ingestion assets."""

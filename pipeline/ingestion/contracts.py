@@ -1,0 +1,73 @@
+"""Typed view of contracts.yaml: which tables each source system delivers and what their columns are."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+CONTRACTS_PATH = Path(__file__).with_name("contracts.yaml")
+EXTRA_COLUMN_POLICIES = ("ignore", "load", "reject")
+
+#: Columns the loader adds to every raw table, after the contract's own.
+LINEAGE_COLUMNS = {"_source_file": "VARCHAR", "_landing_date": "DATE", "_loaded_at": "TIMESTAMP"}
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    system: str
+    table: str
+    file: str
+    description: str
+    primary_key: tuple[str, ...]
+    columns: dict[str, str]
+    extra_columns: str = "ignore"
+
+    @property
+    def asset_key(self) -> list[str]:
+        return ["raw", self.table]
+
+    @property
+    def qualified_name(self) -> str:
+        return f"raw.{self.table}"
+
+    @property
+    def landing_prefix(self) -> str:
+        """Keys of this system start here; the table's own files are picked by file name."""
+        return f"{self.system}/"
+
+    def all_columns(self) -> dict[str, str]:
+        return {**self.columns, **LINEAGE_COLUMNS}
+
+
+def load_contracts(path: Path = CONTRACTS_PATH) -> list[SourceTable]:
+    document = yaml.safe_load(path.read_text())
+    tables: list[SourceTable] = []
+    for system, spec in (document.get("systems") or {}).items():
+        for table, tspec in (spec.get("tables") or {}).items():
+            columns = {str(k): str(v) for k, v in (tspec.get("columns") or {}).items()}
+            primary_key = tuple(tspec.get("primary_key") or ())
+            policy = tspec.get("extra_columns", "ignore")
+            problems = [k for k in primary_key if k not in columns]
+            if not columns or problems or policy not in EXTRA_COLUMN_POLICIES:
+                raise ValueError(
+                    f"{path}: {system}.{table} needs columns, a primary key among them (unknown: {problems})"
+                    f" and extra_columns in {EXTRA_COLUMN_POLICIES} (got {policy!r})"
+                )
+            tables.append(
+                SourceTable(
+                    system=system,
+                    table=table,
+                    file=tspec.get("file", table),
+                    description=tspec.get("description", ""),
+                    primary_key=primary_key,
+                    columns=columns,
+                    extra_columns=policy,
+                )
+            )
+    names = [t.table for t in tables]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{path}: raw table names must be unique across systems, repeated: {duplicates}")
+    return tables

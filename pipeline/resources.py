@@ -1,0 +1,93 @@
+"""Resources: the warehouse (DuckDB), the landing store and the HTTP destinations.
+
+Each is a thin handle built from settings; the logic that uses them lives in pure helpers next to the assets.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import httpx
+
+from .ingestion.landing import LandingStore, open_landing_store
+from .settings import Settings, secret
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB file.
+
+    DuckDB allows one writer process per file, and even a read-only connection fails while another process
+    writes. So connections are opened per use and closed at the end of the `with` block — never held
+    between steps — and every asset that touches the file runs in the `warehouse` pool (limit 1).
+    """
+
+    path: str
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        path = Path(self.path)
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = duckdb.connect(str(path), read_only=read_only)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+class LandingResource(dg.ConfigurableResource):
+    """Where source files land: a local folder (default) or an `s3://bucket/prefix` URL."""
+
+    url: str
+
+    def store(self) -> LandingStore:
+        return open_landing_store(self.url)
+
+
+class CrmResource(dg.ConfigurableResource):
+    """A HubSpot-CRM-v3-shaped API: the local devstack server in development, HubSpot (or alike) in production."""
+
+    base_url: str
+    token: str | None = None
+    id_property: str = "tidewater_customer_id"
+    batch_size: int = 100
+    timeout_seconds: float = 30.0
+
+    def client(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout_seconds)
+
+
+class SlackResource(dg.ConfigurableResource):
+    """A Slack incoming webhook; when no URL is configured, notifications are skipped, not failed."""
+
+    webhook_url: str | None = None
+    timeout_seconds: float = 10.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhook_url)
+
+    def post(self, payload: dict) -> None:
+        if not self.webhook_url:
+            raise RuntimeError("SLACK_WEBHOOK_URL is not set")
+        response = httpx.post(self.webhook_url, json=payload, timeout=self.timeout_seconds)
+        response.raise_for_status()
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The shared resources, from settings; secrets stay `dg.EnvVar`s resolved inside the run."""
+    return {
+        "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+        "landing": LandingResource(url=settings.landing_url),
+        "crm": CrmResource(
+            base_url=settings.crm_url,
+            token=secret("CRM_TOKEN"),
+            id_property=settings.crm_id_property,
+            batch_size=settings.crm_batch_size,
+            timeout_seconds=settings.crm_timeout_seconds,
+        ),
+        "slack": SlackResource(webhook_url=secret("SLACK_WEBHOOK_URL")),
+    }

@@ -1,0 +1,74 @@
+"""Every setting of the code location, typed, read from the environment when asked (never at import time).
+
+Local development needs no environment at all: each default points inside the repository (`.data/`), so
+`make dev` works on a laptop. Production sets the same names to an `s3://` landing URL, a real CRM API and a
+Slack webhook. Secrets (`CRM_TOKEN`, `SLACK_WEBHOOK_URL`) never become plain values here: `secret()` hands
+Dagster a `dg.EnvVar`, so the value is resolved inside the run and never lands in config, logs or metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / ".data"
+
+#: The DuckDB file allows one writer process: every asset that writes the warehouse sits in this pool,
+#: whose limit is 1 in dagster.yaml.
+WAREHOUSE_POOL = "warehouse"
+
+SECRET_NAMES = ("CRM_TOKEN", "SLACK_WEBHOOK_URL")
+
+
+def _path(value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (Path.cwd() / path).resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Non-secret settings. Build with `Settings.from_env()` inside a definitions loader or a run."""
+
+    landing_url: str
+    warehouse_path: Path
+    dbt_project_dir: Path
+    dbt_profiles_dir: Path
+    dbt_target: str | None
+    crm_url: str
+    crm_id_property: str
+    crm_batch_size: int
+    crm_timeout_seconds: float
+    ui_base_url: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        dbt_project_dir = _path(env.get("DBT_PROJECT_DIR") or str(REPO_ROOT / "dbt_project"))
+        batch_size = int(env.get("CRM_BATCH_SIZE", "100"))
+        if not 1 <= batch_size <= 100:
+            raise ValueError(f"CRM_BATCH_SIZE must be between 1 and 100 (HubSpot's batch limit), got {batch_size}")
+        return cls(
+            landing_url=env.get("LANDING_URL") or str(DATA_DIR / "landing"),
+            warehouse_path=_path(env.get("DUCKDB_PATH") or str(DATA_DIR / "warehouse.duckdb")),
+            dbt_project_dir=dbt_project_dir,
+            dbt_profiles_dir=_path(env.get("DBT_PROFILES_DIR") or str(dbt_project_dir)),
+            dbt_target=env.get("DBT_TARGET") or None,
+            crm_url=(env.get("CRM_URL") or "http://127.0.0.1:8765").rstrip("/"),
+            crm_id_property=env.get("CRM_ID_PROPERTY") or "tidewater_customer_id",
+            crm_batch_size=batch_size,
+            crm_timeout_seconds=float(env.get("CRM_TIMEOUT_SECONDS", "30")),
+            ui_base_url=(env.get("DAGSTER_UI_BASE_URL") or "http://127.0.0.1:3000").rstrip("/"),
+        )
+
+
+def secret(name: str, environ: Mapping[str, str] | None = None) -> dg.EnvVar | None:
+    """A `dg.EnvVar` for a secret that is set, or None when it is not (the feature it enables is then off)."""
+    if name not in SECRET_NAMES:
+        raise KeyError(f"{name} is not a known secret: {SECRET_NAMES}")
+    env = os.environ if environ is None else environ
+    return dg.EnvVar(name) if env.get(name) else None

@@ -1,0 +1,1 @@
+"""dbt: the project and its manifest, the translator, and the dbt assets."""

@@ -1,0 +1,50 @@
+"""How dbt resources become Dagster assets: groups from folders, owners from `meta`, nothing hard-coded."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
+
+
+def group_from_path(resource_props: Mapping[str, Any]) -> str | None:
+    """The top folder under the resource's path (models/<staging>/..., seeds/, snapshots/) as a group name.
+
+    A model directly in models/ falls in "models"; sources keep dagster-dbt's default (no group).
+    """
+    if resource_props.get("resource_type") == "source":
+        return None
+    parts = PurePosixPath(resource_props.get("original_file_path") or "").parts
+    if not parts:
+        return None
+    folder = parts[1] if len(parts) > 2 else parts[0]
+    return re.sub(r"\W", "_", folder) or None
+
+
+def owners_from_meta(resource_props: Mapping[str, Any]) -> list[str] | None:
+    """`meta.owner` (a string or a list): emails stay emails, anything else becomes a `team:` owner."""
+    meta = resource_props.get("meta") or (resource_props.get("config") or {}).get("meta") or {}
+    raw = meta.get("owner") or meta.get("owners")
+    if not raw:
+        return None
+    owners = [raw] if isinstance(raw, str) else list(raw)
+    return [o if "@" in o or o.startswith("team:") else "team:" + re.sub(r"\W", "_", o) for o in owners]
+
+
+class PipelineTranslator(DagsterDbtTranslator):
+    def __init__(self) -> None:
+        super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = self.get_resource_props(manifest, unique_id)
+        group = group_from_path(props)
+        owners = owners_from_meta(props)
+        return spec.replace_attributes(
+            **({"group_name": group} if group else {}),
+            **({"owners": owners} if owners else {}),
+        )

@@ -1,0 +1,58 @@
+"""Shared fixtures: a parsed dbt manifest, environments pointing the pipeline at temp resources."""
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.settings import REPO_ROOT
+
+DBT = str(Path(sys.executable).with_name("dbt"))
+
+
+def dbt_parse(project_dir: Path, profiles_dir: Path | None = None) -> Path:
+    """`dbt parse`, which `make test` also runs: definitions need a manifest (prepare_if_dev parses only
+    under `dagster dev`)."""
+    subprocess.run(
+        [
+            DBT,
+            "parse",
+            "--quiet",
+            "--project-dir",
+            str(project_dir),
+            "--profiles-dir",
+            str(profiles_dir or project_dir),
+        ],
+        check=True,
+        cwd=project_dir,
+    )
+    return project_dir / "target" / "manifest.json"
+
+
+@pytest.fixture(scope="session")
+def demo_manifest() -> Path:
+    manifest = REPO_ROOT / "dbt_project" / "target" / "manifest.json"
+    if not manifest.exists():
+        dbt_parse(REPO_ROOT / "dbt_project")
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def module_env() -> Iterator[pytest.MonkeyPatch]:
+    """Environment for one test module; every setting the pipeline reads is set explicitly."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in (
+            "LANDING_URL",
+            "DUCKDB_PATH",
+            "DBT_PROJECT_DIR",
+            "DBT_PROFILES_DIR",
+            "DBT_TARGET",
+            "CRM_URL",
+            "CRM_TOKEN",
+            "SLACK_WEBHOOK_URL",
+            "CRM_BATCH_SIZE",
+        ):
+            mp.delenv(name, raising=False)
+        yield mp

@@ -1,0 +1,38 @@
+import os
+from datetime import date
+
+from pipeline.ingestion.landing import LandingKey, LocalLandingStore
+
+
+def test_parse_landing_key():
+    k = LandingKey.parse("shop/2026-11-03/orders.jsonl.gz")
+    assert k == LandingKey("shop", date(2026, 11, 3), "orders", "jsonl", True)
+    assert LandingKey.parse("billing/2026-11-03/payments.ndjson").fmt == "jsonl"
+
+
+def test_keys_outside_the_layout_are_ignored():
+    for key in [
+        "shop/orders.csv",
+        "shop/2026-13-01/orders.csv",
+        "shop/2026-11-01/orders.xlsx",
+        "processed/shop/2026-11-01/orders.csv",
+        "shop/2026-11-01/nested/orders.csv",
+    ]:
+        assert LandingKey.parse(key) is None, key
+
+
+def test_local_store_lists_in_key_order_with_changing_etag(tmp_path):
+    store = LocalLandingStore(tmp_path)
+    for day in ("2026-11-02", "2026-11-01"):
+        (tmp_path / "shop" / day).mkdir(parents=True)
+        (tmp_path / "shop" / day / "orders.jsonl").write_text('{"a": 1}\n')
+    (tmp_path / "billing").mkdir()
+    (tmp_path / "billing" / "x.csv").write_text("a\n")
+    keys = [o.key for o in store.list("shop/")]
+    assert keys == ["shop/2026-11-01/orders.jsonl", "shop/2026-11-02/orders.jsonl"]
+    before = next(store.list("shop/2026-11-01/")).etag
+    path = tmp_path / "shop" / "2026-11-01" / "orders.jsonl"
+    path.write_text('{"a": 2}\n{"a": 3}\n')
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    assert next(store.list("shop/2026-11-01/")).etag != before
+    assert list(LocalLandingStore(tmp_path / "missing").list()) == []
