@@ -1,0 +1,132 @@
+"""The whole graph on demo data: temp landing zone + temp DuckDB + the real local CRM and webhook servers."""
+
+import dagster as dg
+import duckdb
+import httpx
+import pytest
+
+from devstack import crm_server, webhook_receiver
+from devstack.serve import ServerThread
+from pipeline.demo_data import generate
+
+TOKEN = "test-token"
+DIM_CUSTOMERS = dg.AssetKey("dim_customers")
+SYNC = dg.AssetKey("crm_contacts_sync")
+CRM_CONTACTS = dg.AssetKey(["crm", "contacts"])
+RAW_TABLES = ("customers", "products", "orders", "order_items", "payments")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, module_env, demo_manifest):
+    root = tmp_path_factory.mktemp("pipeline")
+    summary = generate(root / "landing", seed=7, days=4, customers=60, progress=False)
+    with (
+        ServerThread(crm_server.create_app(root / "crm.sqlite", token=TOKEN)) as crm,
+        ServerThread(webhook_receiver.create_app()) as hooks,
+    ):
+        module_env.setenv("LANDING_URL", str(root / "landing"))
+        module_env.setenv("DUCKDB_PATH", str(root / "warehouse.duckdb"))
+        module_env.setenv("CRM_URL", crm.url)
+        module_env.setenv("CRM_TOKEN", TOKEN)
+        module_env.setenv("SLACK_WEBHOOK_URL", f"{hooks.url}/services/T0/B0/slack")
+        from pipeline.definitions import defs
+
+        yield {"root": root, "summary": summary, "crm": crm.url, "hooks": hooks.url, "defs": defs()}
+
+
+def crm_get(stack, path: str, **params) -> dict:
+    response = httpx.get(f"{stack['crm']}{path}", params=params, headers={"Authorization": f"Bearer {TOKEN}"})
+    response.raise_for_status()
+    return response.json()
+
+
+def test_graph_runs_from_the_bucket_to_the_crm(stack):
+    graph = stack["defs"].resolve_asset_graph()
+    keys = graph.get_all_asset_keys()
+    # Landing -> raw: each raw table hangs off its system's landing prefix.
+    for table in RAW_TABLES:
+        system = "billing" if table == "payments" else "shop"
+        assert graph.get(dg.AssetKey(["raw", table])).parent_keys == {dg.AssetKey(["landing", system])}
+    # raw -> dbt staging, through the sources' meta.dagster.asset_key (no ingestion keys in Python).
+    staging = {k for k in keys if graph.get(k).group_name == "staging"}
+    assert {p for k in staging for p in graph.get(k).parent_keys} == {dg.AssetKey(["raw", t]) for t in RAW_TABLES}
+    # mart -> sync -> CRM object, and the Slack summary after the sync.
+    assert graph.get(SYNC).parent_keys == {DIM_CUSTOMERS}
+    assert graph.get(CRM_CONTACTS).parent_keys == {SYNC}
+    assert graph.get(dg.AssetKey("slack_run_summary")).parent_keys == {SYNC}
+    # And the path is unbroken: everything from both landing prefixes is upstream of the CRM object.
+    upstream = graph.upstream_key_iterator(CRM_CONTACTS)
+    assert {dg.AssetKey(["landing", "shop"]), dg.AssetKey(["landing", "billing"]), DIM_CUSTOMERS} <= set(upstream)
+    groups = {graph.get(k).group_name for k in keys}
+    assert {"landing", "ingestion", "staging", "intermediate", "marts", "activation", "destinations"} <= groups
+    assert graph.get(DIM_CUSTOMERS).owners, "owners come from dbt meta"
+    checks = graph.asset_check_keys
+    assert len(checks) >= 20 and any(c.asset_key == DIM_CUSTOMERS for c in checks)
+
+
+def test_materialize_all(stack):
+    defs = stack["defs"]
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    mats = {m.asset_key: m.metadata for m in result.get_asset_materialization_events() for m in [m.materialization]}
+
+    rows = stack["summary"]["rows"]
+    for table in RAW_TABLES:
+        meta = mats[dg.AssetKey(["raw", table])]
+        assert meta["rows_loaded"].value == rows[table]
+        assert meta["files"].value == 4 and meta["bytes"].value > 0
+
+    with duckdb.connect(str(stack["root"] / "warehouse.duckdb"), read_only=True) as conn:
+        raw_orders, distinct_orders = conn.execute(
+            "select count(*), count(distinct order_id) from raw.orders"
+        ).fetchone()
+        assert raw_orders > distinct_orders, "demo data re-delivers orders whose status changed"
+        assert conn.execute("select count(*) from fct_orders").fetchone()[0] == distinct_orders
+        customers = conn.execute("select count(*) from dim_customers").fetchone()[0]
+        assert customers == conn.execute("select count(distinct customer_id) from raw.customers").fetchone()[0]
+        latest = conn.execute(
+            "select customer_id, email, customer_segment from dim_customers order by customer_id desc limit 1"
+        ).fetchone()
+
+    assert mats[DIM_CUSTOMERS]["dagster/row_count"].value == customers
+    assert mats[SYNC]["sent"].value == customers and mats[SYNC]["created"].value == customers
+
+    # The CRM now holds exactly one contact per customer, with the mart's values.
+    assert crm_get(stack, "/_devstack/stats")["contacts"] == customers
+    contact = crm_get(stack, f"/crm/v3/objects/contacts/{latest[0]}", idProperty="tidewater_customer_id")
+    assert contact["properties"]["email"] == latest[1]
+    assert contact["properties"]["tidewater_segment"] == latest[2]
+
+    # Every blocking dbt test ran as an asset check and passed.
+    evaluations = result.get_asset_check_evaluations()
+    assert evaluations and all(e.passed for e in evaluations if e.severity == dg.AssetCheckSeverity.ERROR)
+
+    # The Slack summary reached the webhook, without the token anywhere in it.
+    received = httpx.get(f"{stack['hooks']}/_devstack/received").json()
+    assert len(received) == 1 and received[0]["path"] == "/services/T0/B0/slack"
+    assert f"{customers} sent" in received[0]["json"]["text"] and TOKEN not in received[0]["body"]
+
+
+def test_rerunning_the_sync_updates_instead_of_duplicating(stack):
+    defs = stack["defs"]
+    before = crm_get(stack, "/_devstack/stats")["contacts"]
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={SYNC})
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["created"].value == 0 and meta["updated"].value == before
+    assert crm_get(stack, "/_devstack/stats")["contacts"] == before
+
+
+def test_slack_summary_is_skipped_without_a_webhook(stack, module_env):
+    module_env.delenv("SLACK_WEBHOOK_URL")
+    from pipeline.definitions import defs as load
+
+    defs = load()
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey("slack_run_summary")})
+    instance = dg.DagsterInstance.ephemeral()
+    result = job.execute_in_process(instance=instance)
+    assert result.success
+    assert result.get_asset_materialization_events() == []
+    messages = [record.user_message for record in instance.all_logs(result.run_id)]
+    assert any("SLACK_WEBHOOK_URL is not set" in m for m in messages)
