@@ -23,7 +23,8 @@ CRM_TOKEN ?= dev-token
 DAGSTER_PORT ?= 3000
 DEMO_DAYS ?= 14
 DEMO_CUSTOMERS ?= 500
-DEV_ENV = DAGSTER_HOME=$(DAGSTER_HOME) DBT_PROJECT_DIR=$(DBT_PROJECT_DIR) DBT_PROFILES_DIR=$(DBT_PROFILES_DIR) \
+# The venv's bin first on PATH: dagster-dbt's prepare_if_dev() runs `dbt parse` through the `dbt` on PATH.
+DEV_ENV = PATH=$(CURDIR)/$(BIN):$$PATH DAGSTER_HOME=$(DAGSTER_HOME) DBT_PROJECT_DIR=$(DBT_PROJECT_DIR) DBT_PROFILES_DIR=$(DBT_PROFILES_DIR) \
 	LANDING_URL=$(LANDING_URL) DUCKDB_PATH=$(DUCKDB_PATH) CRM_URL=$(CRM_URL) CRM_TOKEN=$(CRM_TOKEN)
 
 .PHONY: help install parse demo-data dev test lint fmt bench clean

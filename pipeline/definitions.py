@@ -3,6 +3,7 @@
 import dagster as dg
 
 from .activation.assets import activation_defs
+from .automation.execution import EXECUTOR
 from .ingestion.assets import ingestion_defs
 from .resources import build_resources
 from .settings import Settings
@@ -16,4 +17,6 @@ def defs() -> dg.Definitions:
     ingested = {key for a in ingestion.assets or [] if isinstance(a, dg.AssetsDefinition) for key in a.keys}
     dbt = transformation_defs(settings, ingested)
     activation = activation_defs(settings, dbt.manifest, dbt.key_of)
-    return dg.Definitions.merge(ingestion, dbt.defs, activation, dg.Definitions(resources=build_resources(settings)))
+    return dg.Definitions.merge(
+        ingestion, dbt.defs, activation, dg.Definitions(resources=build_resources(settings), executor=EXECUTOR)
+    )

@@ -38,12 +38,18 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class LandingResource(dg.ConfigurableResource):
-    """Where source files land: a local folder (default) or an `s3://bucket/prefix` URL."""
+    """Where source files land: a local folder (default) or an `s3://bucket/prefix` URL.
+
+    `endpoint_url` points the S3 client at MinIO or any S3-compatible store; credentials always come from the
+    standard AWS chain (environment, profile, instance role), never from here.
+    """
 
     url: str
+    endpoint_url: str | None = None
+    region: str | None = None
 
     def store(self) -> LandingStore:
-        return open_landing_store(self.url)
+        return open_landing_store(self.url, endpoint_url=self.endpoint_url, region=self.region)
 
 
 class CrmResource(dg.ConfigurableResource):
@@ -81,7 +87,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The shared resources, from settings; secrets stay `dg.EnvVar`s resolved inside the run."""
     return {
         "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
-        "landing": LandingResource(url=settings.landing_url),
+        "landing": LandingResource(
+            url=settings.landing_url, endpoint_url=settings.landing_endpoint_url, region=settings.landing_region
+        ),
         "crm": CrmResource(
             base_url=settings.crm_url,
             token=secret("CRM_TOKEN"),

@@ -35,6 +35,8 @@ class Settings:
     """Non-secret settings. Build with `Settings.from_env()` inside a definitions loader or a run."""
 
     landing_url: str
+    landing_endpoint_url: str | None
+    landing_region: str | None
     warehouse_path: Path
     dbt_project_dir: Path
     dbt_profiles_dir: Path
@@ -54,6 +56,8 @@ class Settings:
             raise ValueError(f"CRM_BATCH_SIZE must be between 1 and 100 (HubSpot's batch limit), got {batch_size}")
         return cls(
             landing_url=env.get("LANDING_URL") or str(DATA_DIR / "landing"),
+            landing_endpoint_url=env.get("LANDING_ENDPOINT_URL") or None,
+            landing_region=env.get("LANDING_REGION") or None,
             warehouse_path=_path(env.get("DUCKDB_PATH") or str(DATA_DIR / "warehouse.duckdb")),
             dbt_project_dir=dbt_project_dir,
             dbt_profiles_dir=_path(env.get("DBT_PROFILES_DIR") or str(dbt_project_dir)),

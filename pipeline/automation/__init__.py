@@ -1,0 +1,1 @@
+"""How and when runs happen: the executor, jobs, schedules, sensors and alerts."""
