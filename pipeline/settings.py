@@ -30,6 +30,13 @@ def _path(value: str) -> Path:
     return path if path.is_absolute() else (Path.cwd() / path).resolve()
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Non-secret settings. Build with `Settings.from_env()` inside a definitions loader or a run."""
@@ -37,6 +44,11 @@ class Settings:
     landing_url: str
     landing_endpoint_url: str | None
     landing_region: str | None
+    landing_start_date: str
+    landing_processed_action: str
+    sensor_interval_seconds: int
+    sensor_overlap_seconds: int
+    sensor_lookback_days: int
     warehouse_path: Path
     dbt_project_dir: Path
     dbt_profiles_dir: Path
@@ -58,6 +70,11 @@ class Settings:
             landing_url=env.get("LANDING_URL") or str(DATA_DIR / "landing"),
             landing_endpoint_url=env.get("LANDING_ENDPOINT_URL") or None,
             landing_region=env.get("LANDING_REGION") or None,
+            landing_start_date=env.get("LANDING_START_DATE") or "2026-01-01",
+            landing_processed_action=_choice(env, "LANDING_PROCESSED_ACTION", "move", ("move", "tag", "leave")),
+            sensor_interval_seconds=int(env.get("LANDING_SENSOR_INTERVAL_SECONDS", "30")),
+            sensor_overlap_seconds=int(env.get("LANDING_SENSOR_OVERLAP_SECONDS", "300")),
+            sensor_lookback_days=int(env.get("LANDING_SENSOR_LOOKBACK_DAYS", "7")),
             warehouse_path=_path(env.get("DUCKDB_PATH") or str(DATA_DIR / "warehouse.duckdb")),
             dbt_project_dir=dbt_project_dir,
             dbt_profiles_dir=_path(env.get("DBT_PROFILES_DIR") or str(dbt_project_dir)),

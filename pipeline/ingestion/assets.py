@@ -1,7 +1,7 @@
-"""Ingestion assets: one per contract table, key ["raw", <table>], loading every landing file of that table."""
+"""Ingestion assets: one per contract table, key ["raw", <table>], daily-partitioned by landing date."""
 
-import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from datetime import date, timedelta
 
 import dagster as dg
 
@@ -9,18 +9,40 @@ from ..external import landing_asset_key, landing_specs
 from ..resources import LandingResource, WarehouseResource
 from ..settings import WAREHOUSE_POOL, Settings
 from .contracts import SourceTable, load_contracts
-from .landing import LandingStore
-from .loader import FileToLoad, load_files
+from .landing import LandedObject, LandingKey, LandingStore
+from .loader import ContractViolation, FileLoad, FileToLoad, load_file, table_rows
+from .quarantine import PROCESSED_PREFIX, ProcessedAction, mark_processed, quarantine
 
 INGESTION_GROUP = "ingestion"
+CONTRACT_CHECK = "landing_contract"
 
 
-def files_of(store: LandingStore, contract: SourceTable):
-    """Every landed object that belongs to this contract table, in key (so date) order."""
-    for obj in store.list(contract.landing_prefix):
-        parsed = obj.parsed
-        if parsed is not None and parsed.system == contract.system and parsed.name == contract.file:
-            yield obj
+def files_for_days(store: LandingStore, contract: SourceTable, days: list[date]) -> list[tuple[str, LandedObject, str]]:
+    """(landing key, object, where it is stored) for each file of this table landed on one of `days`.
+
+    Looks under the landing prefix and under processed/ (a backfill re-reads files already loaded), listing
+    from the first day with StartAfter so older dates are never listed. Where both hold a key, the landing
+    one wins: it is a newer delivery of the same file.
+    """
+    wanted, first, last = set(days), min(days), max(days)
+    found: dict[str, tuple[LandedObject, str]] = {}
+    for base in (PROCESSED_PREFIX, ""):
+        prefix = f"{base}{contract.system}/"
+        for obj in store.list(prefix, start_after=f"{prefix}{first.isoformat()}"):
+            landing_key = obj.key.removeprefix(base)
+            parsed = LandingKey.parse(landing_key)
+            if parsed is None:
+                continue
+            if parsed.day > last:
+                break
+            if parsed.name == contract.file and parsed.day in wanted:
+                found[landing_key] = (obj, obj.key)
+    return [(key, obj, stored_at) for key, (obj, stored_at) in sorted(found.items())]
+
+
+def partition_days(context: dg.AssetExecutionContext) -> list[date]:
+    start, end = context.partition_time_window
+    return [start.date() + timedelta(days=i) for i in range((end.date() - start.date()).days)]
 
 
 def column_schema(contract: SourceTable) -> dg.TableSchema:
@@ -34,59 +56,115 @@ def column_schema(contract: SourceTable) -> dg.TableSchema:
     )
 
 
-def build_ingestion_asset(contract: SourceTable) -> dg.AssetsDefinition:
+def load_metadata(loads: list[FileLoad], rejected: list[tuple[ContractViolation, str]], rows: int) -> dict:
+    meta: dict = {
+        "dagster/row_count": rows,
+        "rows_loaded": sum(f.rows_loaded for f in loads),
+        "rows_replaced": sum(f.rows_replaced for f in loads),
+        "files": len(loads),
+        "bytes": sum(f.bytes for f in loads),
+        "rejected_files": len(rejected),
+        "duration_seconds": round(sum(f.seconds for f in loads), 3),
+    }
+    if len(loads) == 1:
+        meta |= {"landing_key": loads[0].key, "etag": loads[0].etag}
+    elif loads:
+        meta["landing_keys"] = dg.MetadataValue.json([f.key for f in loads])
+    extra = sorted({c for f in loads for c in f.extra_columns})
+    if extra:
+        meta["extra_columns"] = ", ".join(extra)
+    return meta
+
+
+def build_ingestion_asset(
+    contract: SourceTable, partitions_def: dg.PartitionsDefinition, processed: ProcessedAction
+) -> dg.AssetsDefinition:
+    key = dg.AssetKey(contract.asset_key)
+
     @dg.asset(
-        key=contract.asset_key,
-        description=f"{contract.description}\n\nLoaded from `{contract.system}/<date>/{contract.file}.*`.",
+        key=key,
+        description=f"{contract.description}\n\nLoaded from `{contract.system}/<date>/{contract.file}.*`; one "
+        "partition per landing date. Files that break the contract are quarantined, never half-loaded.",
         group_name=INGESTION_GROUP,
         kinds={"duckdb"},
         deps=[landing_asset_key(contract.system)],
+        partitions_def=partitions_def,
+        # A backfill of many days is one run that loads every file in the range, not one run per day.
+        backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
+        check_specs=[
+            dg.AssetCheckSpec(
+                CONTRACT_CHECK,
+                asset=key,
+                description="Every landed file met its contract (columns, types, primary key); "
+                "a failure names the file, the line and column, and where it was quarantined.",
+            )
+        ],
         metadata={
             "dagster/table_name": contract.qualified_name,
             "dagster/column_schema": column_schema(contract),
             "primary_key": ", ".join(contract.primary_key),
+            "extra_columns_policy": contract.extra_columns,
         },
     )
     def _ingest(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingResource
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         store = landing.store()
-        objects = list(files_of(store, contract))
-        if not objects:
-            raise dg.Failure(
-                f"No landing files for {contract.qualified_name}: expected "
-                f"{store.url.rstrip('/')}/{contract.system}/<YYYY-MM-DD>/{contract.file}.<csv|jsonl|parquet>"
-            )
-        started = time.monotonic()
-        with ExitStack() as stack, warehouse.connect() as conn:
-            files = [FileToLoad(obj, stack.enter_context(store.local_path(obj.key))) for obj in objects]
-            result = load_files(conn, contract, files)
-        context.log.info(
-            f"Loaded {result.rows_loaded} rows from {result.files} files into {result.table}"
-            f" (replaced {result.rows_replaced} rows from earlier loads of the same files)"
-        )
-        return dg.MaterializeResult(
+        days = partition_days(context)
+        found = files_for_days(store, contract, days)
+        if not found:
+            span = f"{days[0]}..{days[-1]}" if len(days) > 1 else str(days[0])
+            expected = f"{store.url.rstrip('/')}/{contract.system}/<YYYY-MM-DD>/{contract.file}.<csv|jsonl|parquet>"
+            raise dg.Failure(f"No landing file for {contract.qualified_name} on {span}: expected {expected}")
+        loads: list[FileLoad] = []
+        rejected: list[tuple[ContractViolation, str]] = []
+        with warehouse.connect() as conn:
+            for landing_key, obj, stored_at in found:
+                try:
+                    with store.local_path(stored_at) as path:
+                        loads.append(load_file(conn, contract, FileToLoad(obj, path, landing_key)))
+                except ContractViolation as violation:
+                    moved_to = quarantine(store, stored_at, violation, context.run_id)
+                    context.log.error(f"Rejected {violation}; moved to {moved_to}")
+                    rejected.append((violation, moved_to))
+                    continue
+                now_at = mark_processed(store, stored_at, landing_key, processed, context.run_id)
+                context.log.info(f"Loaded {loads[-1].rows_loaded} rows from {landing_key} (now at {now_at})")
+            rows = table_rows(conn, contract)
+        metadata = load_metadata(loads, rejected, rows)
+        yield dg.AssetCheckResult(
+            check_name=CONTRACT_CHECK,
+            passed=not rejected,
+            severity=dg.AssetCheckSeverity.ERROR,
             metadata={
-                "dagster/row_count": result.table_rows,
-                "rows_loaded": result.rows_loaded,
-                "rows_replaced": result.rows_replaced,
-                "files": result.files,
-                "bytes": result.bytes,
-                "duration_seconds": round(time.monotonic() - started, 3),
-                "latest_file": objects[-1].key,
-            }
+                "files_checked": len(found),
+                "rejected_files": len(rejected),
+                **({"rejections": dg.MetadataValue.json([v.reason() for v, _ in rejected])} if rejected else {}),
+            },
         )
+        if rejected:
+            raise dg.Failure(
+                description="\n".join(f"{v} -> quarantined at {where}" for v, where in rejected),
+                metadata={**metadata, "quarantined": dg.MetadataValue.json([where for _, where in rejected])},
+            )
+        yield dg.MaterializeResult(metadata=metadata)
 
     return _ingest
 
 
-def build_ingestion_assets(contracts: list[SourceTable]) -> list[dg.AssetsDefinition]:
-    return [build_ingestion_asset(c) for c in contracts]
+def raw_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
+    """One partition per landing date, including today's (files for today land during today)."""
+    return dg.DailyPartitionsDefinition(start_date=settings.landing_start_date, end_offset=1, timezone="UTC")
 
 
 def ingestion_defs(settings: Settings) -> dg.Definitions:
     contracts = load_contracts()
+    partitions = raw_partitions(settings)
+    action = ProcessedAction(settings.landing_processed_action)
     return dg.Definitions(
-        assets=[*landing_specs({c.system for c in contracts}, settings.landing_url), *build_ingestion_assets(contracts)]
+        assets=[
+            *landing_specs({c.system for c in contracts}, settings.landing_url),
+            *(build_ingestion_asset(c, partitions, action) for c in contracts),
+        ]
     )

@@ -23,6 +23,13 @@ class SourceTable:
     primary_key: tuple[str, ...]
     columns: dict[str, str]
     extra_columns: str = "ignore"
+    #: Columns a file may lack (loaded as NULL); every other declared column is required.
+    optional: frozenset[str] = frozenset()
+    delimiter: str = ","
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [c for c in self.columns if c not in self.optional]
 
     @property
     def asset_key(self) -> list[str]:
@@ -46,10 +53,15 @@ def load_contracts(path: Path = CONTRACTS_PATH) -> list[SourceTable]:
     tables: list[SourceTable] = []
     for system, spec in (document.get("systems") or {}).items():
         for table, tspec in (spec.get("tables") or {}).items():
-            columns = {str(k): str(v) for k, v in (tspec.get("columns") or {}).items()}
+            # A column is `name: TYPE` (required) or `name: {type: TYPE, required: false}`.
+            raw_columns = tspec.get("columns") or {}
+            columns = {str(k): str(v["type"] if isinstance(v, dict) else v) for k, v in raw_columns.items()}
+            optional = frozenset(
+                str(k) for k, v in raw_columns.items() if isinstance(v, dict) and not v.get("required", True)
+            )
             primary_key = tuple(tspec.get("primary_key") or ())
             policy = tspec.get("extra_columns", "ignore")
-            problems = [k for k in primary_key if k not in columns]
+            problems = [k for k in primary_key if k not in columns or k in optional]
             if not columns or problems or policy not in EXTRA_COLUMN_POLICIES:
                 raise ValueError(
                     f"{path}: {system}.{table} needs columns, a primary key among them (unknown: {problems})"
@@ -64,6 +76,8 @@ def load_contracts(path: Path = CONTRACTS_PATH) -> list[SourceTable]:
                     primary_key=primary_key,
                     columns=columns,
                     extra_columns=policy,
+                    optional=optional,
+                    delimiter=str(tspec.get("delimiter", ",")),
                 )
             )
     names = [t.table for t in tables]

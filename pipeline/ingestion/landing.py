@@ -8,6 +8,7 @@ branch on it.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -83,6 +84,10 @@ class LandingStore(Protocol):
         """Move an object (with its tags), replacing whatever is at `new_key`."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Remove an object; no error when there is none."""
+        ...
+
     def put_text(self, key: str, text: str) -> None:
         """Write a small UTF-8 text object, e.g. the `<name>.reason.json` written next to a quarantined file."""
         ...
@@ -141,6 +146,7 @@ class LocalLandingStore:
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         source.replace(target)
+        os.utime(target)  # a moved S3 object is a new copy with a new LastModified; so is this one
         # Like S3's copy_object, the new key takes the source's tags (or none) and the old key's tags go with it.
         old_tags, new_tags = self._tags_path(key), self._tags_path(new_key)
         if old_tags.exists():
@@ -148,6 +154,10 @@ class LocalLandingStore:
             old_tags.replace(new_tags)
         else:
             new_tags.unlink(missing_ok=True)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+        self._tags_path(key).unlink(missing_ok=True)
 
     def put_text(self, key: str, text: str) -> None:
         path = self._path(key)

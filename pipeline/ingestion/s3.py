@@ -14,12 +14,17 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from .landing import LandedObject
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+#: Ranged GETs of 16 MB, at most 4 in flight: a download holds a bounded amount of memory whatever the file size.
+_TRANSFER = TransferConfig(multipart_chunksize=16 * 1024 * 1024, max_concurrency=4, max_io_queue=16)
 
 
 class S3LandingStore:
@@ -73,7 +78,7 @@ class S3LandingStore:
         with tempfile.TemporaryDirectory(prefix="landing-") as folder:
             path = Path(folder) / PurePosixPath(key).name
             try:
-                self._client.download_file(self.bucket, self._full(key), str(path))
+                self._client.download_file(self.bucket, self._full(key), str(path), Config=_TRANSFER)
             except ClientError as err:
                 if _not_found(err):
                     raise FileNotFoundError(f"no landing object {key!r} in {self.url}") from err
@@ -99,6 +104,9 @@ class S3LandingStore:
                 raise FileNotFoundError(f"no landing object {key!r} in {self.url}") from err
             raise
         self._client.delete_object(Bucket=self.bucket, Key=source)
+
+    def delete(self, key: str) -> None:
+        self._client.delete_object(Bucket=self.bucket, Key=self._full(key))
 
     def put_text(self, key: str, text: str) -> None:
         content_type = "application/json" if key.endswith(".json") else "text/plain; charset=utf-8"

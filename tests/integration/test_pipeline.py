@@ -65,8 +65,14 @@ def test_graph_runs_from_the_bucket_to_the_crm(stack):
 
 
 def test_materialize_all(stack):
+    """What "Materialize all" launches: every raw partition (as one run per asset, single-run backfill policy),
+    then dbt and activation once."""
     defs = stack["defs"]
-    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    first, last = stack["summary"]["first_day"], stack["summary"]["last_day"]
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+    )
     assert result.success
     mats = {m.asset_key: m.metadata for m in result.get_asset_materialization_events() for m in [m.materialization]}
 
@@ -75,6 +81,12 @@ def test_materialize_all(stack):
         meta = mats[dg.AssetKey(["raw", table])]
         assert meta["rows_loaded"].value == rows[table]
         assert meta["files"].value == 4 and meta["bytes"].value > 0
+
+    # Loaded files moved under processed/ (LANDING_PROCESSED_ACTION=move), so the landing prefixes hold only
+    # what still waits to be loaded.
+    landing = stack["root"] / "landing"
+    assert not [p for p in (landing / "shop").rglob("*") if p.is_file()]
+    assert len([p for p in (landing / "processed").rglob("*") if p.is_file()]) == len(stack["summary"]["files"])
 
     with duckdb.connect(str(stack["root"] / "warehouse.duckdb"), read_only=True) as conn:
         raw_orders, distinct_orders = conn.execute(

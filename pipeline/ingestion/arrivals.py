@@ -1,0 +1,213 @@
+"""Which landing objects are new since the last sensor tick: the cursor and the listing plan, without Dagster.
+
+The arrival sensor (`sensor.py`) is a thin shell around `plan_tick`, so every rule below is unit-tested against
+a local folder and checked against the S3 API in the integration tests.
+
+Why a high-water mark *and* a set of seen keys: S3 stamps an object's LastModified when its upload starts, but
+the object only appears in listings when the upload completes, so a large file can list after smaller ones with
+a later timestamp. Listings also give many objects the same timestamp (S3 rounds to the second). So each tick
+re-examines a small window (`overlap`) below the high-water mark and remembers the (key, ETag) pairs it already
+handled inside that window; anything older than the window was handled for good and is forgotten, which keeps
+the cursor small however many objects the bucket holds.
+
+Why list by date prefix: keys are `<system>/<YYYY-MM-DD>/<file>`, and S3 lists in key order, so
+`StartAfter=<system>/<first day>` skips every older day on the server side. A tick costs what the last
+`lookback_days` of landing days hold, not what the bucket has accumulated over the years.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from .contracts import SourceTable
+from .landing import LandedObject, LandingKey, LandingStore
+
+#: Enough for a day's worth of files from every system, small enough that one tick stays quick.
+DEFAULT_MAX_ARRIVALS = 500
+
+#: Where the loader parks files after a load; a source system may not share these names, or its listing (by
+#: `<system>/` prefix) would pick the parked files up again as new arrivals.
+RESERVED_PREFIXES = frozenset({"processed", "_processed", "quarantine", "_quarantine"})
+
+
+@dataclass
+class ArrivalCursor:
+    """What the sensor remembers between ticks, serialised into the Dagster sensor cursor.
+
+    `high_water`: the latest LastModified handled so far (None before the first tick).
+    `seen`: key -> ETag of the objects handled whose LastModified lies within the overlap window below
+    `high_water` — the only ones a later listing can return again with a timestamp that still looks new.
+    `resume_from`: set only while a backlog is drained over several ticks (`max_arrivals`): the earliest landing
+    day still holding objects left for the next tick, so the listing reaches back to them even when their
+    day lies before the lookback window of the high-water mark.
+    """
+
+    high_water: datetime | None = None
+    seen: dict[str, str] = field(default_factory=dict)
+    resume_from: date | None = None
+
+    def to_json(self) -> str:
+        """Compact and stable (sorted keys, no spaces): equal cursors give equal strings."""
+        document: dict[str, object] = {"v": 1}
+        if self.high_water is not None:
+            document["hw"] = self.high_water.astimezone(UTC).isoformat()
+        if self.seen:
+            document["seen"] = self.seen
+        if self.resume_from is not None:
+            document["resume"] = self.resume_from.isoformat()
+        return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> ArrivalCursor:
+        """The cursor stored by `to_json`; an empty one (first tick: list everything) for None or ""."""
+        if not text:
+            return cls()
+        try:
+            document = json.loads(text)
+            if not isinstance(document, dict) or document.get("v") != 1:
+                raise ValueError(f"expected an object with version 1, got {text[:80]!r}")
+            high_water = datetime.fromisoformat(document["hw"]) if "hw" in document else None
+            seen = {str(key): str(etag) for key, etag in (document.get("seen") or {}).items()}
+            resume = date.fromisoformat(document["resume"]) if "resume" in document else None
+        except (ValueError, TypeError, AttributeError) as err:
+            raise ValueError(
+                f"unreadable arrival sensor cursor ({err}); reset it in the UI (sensor page -> Set cursor value)"
+                " to empty to list every landing file again (already loaded files keep their run keys)"
+            ) from err
+        if high_water is not None and high_water.tzinfo is None:
+            high_water = high_water.replace(tzinfo=UTC)
+        return cls(high_water=high_water, seen=seen, resume_from=resume)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A new landing object and the raw table it feeds."""
+
+    obj: LandedObject
+    landing_key: LandingKey
+    table: SourceTable
+
+    @property
+    def run_key(self) -> str:
+        """Key plus ETag: the same object never loads twice, a re-upload with new content loads again."""
+        return f"{self.obj.key}@{self.obj.etag}"
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    arrivals: list[Arrival]
+    #: New keys under a system prefix that do not follow the layout or match no table: reported, never loaded.
+    ignored: list[str]
+    cursor: ArrivalCursor
+    #: Objects the listing returned (the tick's cost), and new arrivals left for later ticks by `max_arrivals`.
+    listed: int = 0
+    remaining: int = 0
+
+
+@dataclass(frozen=True)
+class _New:
+    obj: LandedObject
+    arrival: Arrival | None  # None: ignored
+
+
+def listing_start_day(cursor: ArrivalCursor, *, lookback_days: int, today: date) -> date | None:
+    """The first landing day that can hold objects new to `cursor`; None lists every day (first tick)."""
+    if cursor.high_water is None:
+        return None
+    start = min(cursor.high_water.astimezone(UTC).date(), today) - timedelta(days=lookback_days)
+    return min(start, cursor.resume_from) if cursor.resume_from is not None else start
+
+
+def plan_tick(
+    store: LandingStore,
+    tables: Sequence[SourceTable],
+    cursor: ArrivalCursor,
+    *,
+    overlap: timedelta,
+    lookback_days: int,
+    today: date,
+    max_arrivals: int = DEFAULT_MAX_ARRIVALS,
+) -> TickPlan:
+    """The objects that arrived since `cursor`, oldest first, and the cursor to store after requesting them.
+
+    New means: LastModified no earlier than `high_water - overlap` and (key, ETag) not in `seen`. At most
+    `max_arrivals` arrivals are returned; the cursor then stops at the last one returned, so the rest come in
+    the following ticks, in order, none skipped and none twice.
+    """
+    if overlap < timedelta(0) or lookback_days < 0 or max_arrivals < 1:
+        raise ValueError("overlap and lookback_days must not be negative, max_arrivals must be at least 1")
+    by_file = _tables_by_file(tables)
+    systems = sorted({system for system, _ in by_file})
+    start_day = listing_start_day(cursor, lookback_days=lookback_days, today=today)
+    since = cursor.high_water - overlap if cursor.high_water is not None else None
+
+    listed = 0
+    listed_etags: dict[str, tuple[str, datetime]] = {}
+    new: list[_New] = []
+    for system in systems:
+        prefix = f"{system}/"
+        # Exclusive StartAfter: `shop/2026-11-01` sorts just before `shop/2026-11-01/...`.
+        start_after = f"{system}/{start_day.isoformat()}" if start_day is not None else None
+        for obj in store.list(prefix=prefix, start_after=start_after):
+            if not obj.key.startswith(prefix):  # a store that ignores the prefix must not leak other folders
+                continue
+            listed += 1
+            listed_etags[obj.key] = (obj.etag, obj.last_modified)
+            if since is not None and obj.last_modified < since:
+                continue
+            if cursor.seen.get(obj.key) == obj.etag:
+                continue
+            new.append(_New(obj, _arrival(obj, by_file)))
+
+    new.sort(key=lambda item: (item.obj.last_modified, item.obj.key))
+    arrivals = [item.arrival for item in new if item.arrival is not None]
+    ignored = [item.obj.key for item in new if item.arrival is None]
+    taken, left = arrivals[:max_arrivals], arrivals[max_arrivals:]
+
+    # Every ignored key is reported now (they cost nothing to report); the arrivals beyond the limit wait.
+    handled = [a.obj for a in taken] + [item.obj for item in new if item.arrival is None]
+    high_water = cursor.high_water
+    for obj in [a.obj for a in taken] if left else handled:
+        if high_water is None or obj.last_modified > high_water:
+            high_water = obj.last_modified
+    if high_water is None:  # first tick on an empty landing: keep listing everything
+        return TickPlan([], [], ArrivalCursor(), listed=listed)
+
+    floor = high_water - overlap
+    seen = {
+        key: etag
+        for key, etag in cursor.seen.items()
+        if key in listed_etags and listed_etags[key][0] == etag and listed_etags[key][1] >= floor
+    }
+    seen.update({obj.key: obj.etag for obj in handled if obj.last_modified >= floor})
+    resume_from = min(a.landing_key.day for a in left) if left else None
+    return TickPlan(
+        arrivals=taken,
+        ignored=ignored,
+        cursor=ArrivalCursor(high_water=high_water, seen=dict(sorted(seen.items())), resume_from=resume_from),
+        listed=listed,
+        remaining=len(left),
+    )
+
+
+def _tables_by_file(tables: Sequence[SourceTable]) -> dict[tuple[str, str], SourceTable]:
+    by_file: dict[tuple[str, str], SourceTable] = {}
+    for table in tables:
+        if table.system in RESERVED_PREFIXES:
+            raise ValueError(
+                f"source system {table.system!r} shares its name with a folder the loader moves files to"
+                f" ({sorted(RESERVED_PREFIXES)}); rename the system in contracts.yaml"
+            )
+        other = by_file.setdefault((table.system, table.file), table)
+        if other is not table:
+            raise ValueError(f"raw tables {other.table!r} and {table.table!r} both load {table.system}/*/{table.file}")
+    return by_file
+
+
+def _arrival(obj: LandedObject, by_file: dict[tuple[str, str], SourceTable]) -> Arrival | None:
+    parsed = obj.parsed
+    table = by_file.get((parsed.system, parsed.name)) if parsed is not None else None
+    return Arrival(obj, parsed, table) if parsed is not None and table is not None else None

@@ -1,0 +1,306 @@
+"""The arrival cursor and tick plan against a local folder with controlled modification times."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pipeline.ingestion.arrivals import ArrivalCursor, TickPlan, listing_start_day, plan_tick
+from pipeline.ingestion.contracts import SourceTable
+from pipeline.ingestion.landing import LandedObject, LocalLandingStore
+
+TODAY = date(2026, 11, 10)
+T0 = datetime(2026, 11, 10, 8, 0, tzinfo=UTC)
+OVERLAP = timedelta(seconds=60)
+LOOKBACK = 3
+
+
+def table(system: str, name: str) -> SourceTable:
+    return SourceTable(system, name, name, "", ("id",), {"id": "BIGINT"})
+
+
+TABLES = [table("shop", "orders"), table("shop", "customers"), table("billing", "payments")]
+
+
+class RecordingStore(LocalLandingStore):
+    """A local store that records every listing call and every object it returned."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.calls: list[tuple[str, str | None]] = []
+        self.returned: list[str] = []
+
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[LandedObject]:
+        self.calls.append((prefix, start_after))
+        for obj in super().list(prefix, start_after):
+            self.returned.append(obj.key)
+            yield obj
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.returned.clear()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RecordingStore:
+    return RecordingStore(tmp_path)
+
+
+def put(store: LocalLandingStore, key: str, at: datetime, text: str = "id\n1\n") -> str:
+    path = store.root / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    ns = int(at.timestamp() * 1e9)
+    os.utime(path, ns=(ns, ns))
+    return key
+
+
+def tick(store: LocalLandingStore, cursor: ArrivalCursor | None = None, **kwargs) -> TickPlan:
+    options = {"overlap": OVERLAP, "lookback_days": LOOKBACK, "today": TODAY, **kwargs}
+    return plan_tick(store, TABLES, cursor or ArrivalCursor(), **options)
+
+
+def keys(plan: TickPlan) -> list[str]:
+    return [a.obj.key for a in plan.arrivals]
+
+
+def roundtrip(cursor: ArrivalCursor) -> ArrivalCursor:
+    return ArrivalCursor.from_json(cursor.to_json())
+
+
+def test_first_tick_sees_everything_oldest_first_with_its_table_and_day(store):
+    put(store, "shop/2026-11-09/orders.csv", T0 + timedelta(seconds=2))
+    put(store, "billing/2026-11-09/payments.jsonl.gz", T0 + timedelta(seconds=1))
+    put(store, "shop/2026-01-01/customers.parquet", T0 + timedelta(seconds=3))  # old day, first tick lists all
+
+    plan = tick(store)
+
+    assert keys(plan) == [
+        "billing/2026-11-09/payments.jsonl.gz",
+        "shop/2026-11-09/orders.csv",
+        "shop/2026-01-01/customers.parquet",
+    ]
+    assert [a.table.table for a in plan.arrivals] == ["payments", "orders", "customers"]
+    assert [a.landing_key.day for a in plan.arrivals] == [date(2026, 11, 9), date(2026, 11, 9), date(2026, 1, 1)]
+    assert plan.arrivals[0].run_key == f"billing/2026-11-09/payments.jsonl.gz@{plan.arrivals[0].obj.etag}"
+    assert plan.cursor.high_water == T0 + timedelta(seconds=3)
+    assert plan.ignored == [] and plan.remaining == 0
+    assert sorted(call[0] for call in store.calls) == ["billing/", "shop/"]
+    assert all(start_after is None for _, start_after in store.calls)
+
+
+def test_first_tick_on_an_empty_landing_keeps_an_empty_cursor(store):
+    plan = tick(store)
+    assert plan.arrivals == [] and plan.cursor == ArrivalCursor()
+    assert plan.cursor.to_json() == '{"v":1}'
+
+
+def test_second_tick_with_nothing_new_sees_nothing(store):
+    put(store, "shop/2026-11-10/orders.csv", T0)
+    first = tick(store)
+    second = tick(store, roundtrip(first.cursor))
+    assert keys(first) == ["shop/2026-11-10/orders.csv"]
+    assert second.arrivals == [] and second.ignored == []
+    assert second.cursor == first.cursor
+
+
+def test_a_new_object_in_the_same_second_as_a_seen_one_is_found(store):
+    put(store, "shop/2026-11-10/orders.csv", T0)
+    first = tick(store)
+    put(store, "shop/2026-11-10/customers.csv", T0)  # same instant, listed only now
+    second = tick(store, roundtrip(first.cursor))
+    assert keys(second) == ["shop/2026-11-10/customers.csv"]
+    assert second.cursor.seen.keys() == {"shop/2026-11-10/orders.csv", "shop/2026-11-10/customers.csv"}
+    assert tick(store, roundtrip(second.cursor)).arrivals == []
+
+
+def test_an_object_that_lists_late_inside_the_overlap_is_found(store):
+    put(store, "shop/2026-11-10/orders.csv", T0)
+    first = tick(store)
+    # A large upload started 40 s before the high-water mark and only completed (became listable) now.
+    put(store, "billing/2026-11-10/payments.csv", T0 - timedelta(seconds=40))
+    second = tick(store, roundtrip(first.cursor))
+    assert keys(second) == ["billing/2026-11-10/payments.csv"]
+    assert second.cursor.high_water == T0  # never moves back
+
+
+def test_an_object_older_than_the_overlap_is_not_new(store):
+    put(store, "shop/2026-11-10/orders.csv", T0)
+    first = tick(store)
+    put(store, "billing/2026-11-10/payments.csv", T0 - OVERLAP - timedelta(seconds=1))
+    assert tick(store, roundtrip(first.cursor)).arrivals == []
+
+
+def test_a_reupload_with_new_content_is_new_and_the_same_object_twice_is_not(store):
+    key = put(store, "shop/2026-11-10/orders.csv", T0)
+    first = tick(store)
+    put(store, key, T0 + timedelta(seconds=5), text="id\n1\n2\n")
+    second = tick(store, roundtrip(first.cursor))
+    assert keys(second) == [key]
+    assert second.arrivals[0].run_key != first.arrivals[0].run_key
+    assert second.cursor.seen == {key: second.arrivals[0].obj.etag}  # the old version is forgotten
+    assert tick(store, roundtrip(second.cursor)).arrivals == []
+
+
+def test_a_reupload_in_the_same_second_is_new_because_its_etag_changed(store):
+    key = put(store, "shop/2026-11-10/orders.csv", T0)
+    first = tick(store)
+    put(store, key, T0, text="id\n1\n2\n")
+    assert keys(tick(store, roundtrip(first.cursor))) == [key]
+
+
+def test_seen_keeps_only_objects_inside_the_overlap_window(store):
+    put(store, "shop/2026-11-10/orders.csv", T0)
+    put(store, "shop/2026-11-10/customers.csv", T0 + timedelta(seconds=30))
+    first = tick(store)
+    assert first.cursor.seen.keys() == {"shop/2026-11-10/orders.csv", "shop/2026-11-10/customers.csv"}
+    put(store, "billing/2026-11-10/payments.csv", T0 + timedelta(seconds=90))
+    second = tick(store, roundtrip(first.cursor))
+    assert keys(second) == ["billing/2026-11-10/payments.csv"]
+    assert second.cursor.seen.keys() == {"shop/2026-11-10/customers.csv", "billing/2026-11-10/payments.csv"}
+
+
+def test_a_key_moved_away_is_forgotten_and_never_reported(store):
+    put(store, "shop/2026-11-10/orders.csv", T0)
+    first = tick(store)
+    (store.root / "processed/shop/2026-11-10").mkdir(parents=True)
+    (store.root / "shop/2026-11-10/orders.csv").rename(store.root / "processed/shop/2026-11-10/orders.csv")
+    put(store, "quarantine/2026-11-10/shop/customers.csv", T0 + timedelta(seconds=1))
+    second = tick(store, roundtrip(first.cursor))
+    assert second.arrivals == [] and second.ignored == []
+    assert second.cursor.seen == {}
+    assert all(not key.startswith(("processed/", "quarantine/")) for key in store.returned)
+
+
+@pytest.mark.parametrize("overlap", [timedelta(0), OVERLAP])
+def test_truncation_drains_a_backlog_in_order_without_loss_or_duplicates(store, overlap):
+    backlog = []
+    for i in range(23):
+        # Pairs share a second, so the cut regularly falls between two objects with the same timestamp.
+        t, day, at = TABLES[i % 3], date(2026, 11, 1) + timedelta(days=i // 3), T0 + timedelta(seconds=i // 2)
+        backlog.append((at, put(store, f"{t.system}/{day}/{t.file}.csv", at)))
+    expected = [key for _, key in sorted(backlog)]
+
+    cursor, drained, ticks = ArrivalCursor(), [], 0
+    while True:
+        plan = tick(store, roundtrip(cursor), max_arrivals=5, overlap=overlap)
+        ticks += 1
+        if not plan.arrivals:
+            break
+        assert plan.cursor.high_water == plan.arrivals[-1].obj.last_modified  # never past the last returned
+        drained += keys(plan)
+        cursor = plan.cursor
+    assert ticks == 6  # five ticks of at most 5, then one empty
+    assert drained == expected  # each once, oldest first
+    assert cursor.resume_from is None
+
+
+def test_truncation_reaches_back_to_backlog_days_older_than_the_lookback(store):
+    """A bulk copy of old days, all uploaded today: the backlog is drained although its days are months old."""
+    expected = [put(store, f"shop/2026-0{m}-01/orders.csv", T0 + timedelta(seconds=m)) for m in range(1, 10)]
+    cursor, drained = ArrivalCursor(), []
+    for _ in range(5):
+        plan = tick(store, roundtrip(cursor), max_arrivals=2)
+        drained += keys(plan)
+        cursor = plan.cursor
+    assert drained == expected
+
+
+def test_the_cursor_stays_small_for_5000_objects(store):
+    # 5,000 distinct objects, one a second across ten days' folders, as a steady trickle would leave them.
+    tables = [table("shop", f"t{n}") for n in range(500)]
+    for i in range(5000):
+        day = date(2026, 11, 1) + timedelta(days=i // 500)
+        put(store, f"shop/{day}/t{i % 500}.csv", T0 + timedelta(seconds=i))
+
+    plan = plan_tick(
+        store, tables, ArrivalCursor(), overlap=OVERLAP, lookback_days=LOOKBACK, today=TODAY, max_arrivals=10_000
+    )
+
+    assert len(plan.arrivals) == 5000
+    assert len(plan.cursor.seen) == 61  # the objects within 60 s of the newest, inclusive
+    assert len(plan.cursor.to_json()) < 5000
+    assert roundtrip(plan.cursor) == plan.cursor
+
+
+def test_files_older_than_the_lookback_are_never_listed(store):
+    for day in range(1, 31):  # a month of history, loaded long ago
+        for t in TABLES:
+            put(store, f"{t.system}/2026-10-{day:02d}/{t.file}.csv", T0 - timedelta(days=40))
+    put(store, "shop/2026-11-10/orders.csv", T0)
+    cursor = ArrivalCursor(high_water=T0 - timedelta(hours=1))
+    store.reset()
+
+    plan = tick(store, cursor)
+
+    assert keys(plan) == ["shop/2026-11-10/orders.csv"]
+    assert store.returned == ["shop/2026-11-10/orders.csv"]  # nothing from October, where 90 old files lie
+    assert sorted(store.calls) == [("billing/", "billing/2026-11-07"), ("shop/", "shop/2026-11-07")]
+
+
+def test_late_files_for_a_day_inside_the_lookback_are_found(store):
+    put(store, "shop/2026-11-10/orders.csv", T0)
+    first = tick(store)
+    put(store, "shop/2026-11-08/customers.csv", T0 + timedelta(seconds=10))  # two days late
+    assert keys(tick(store, roundtrip(first.cursor))) == ["shop/2026-11-08/customers.csv"]
+
+
+def test_the_listing_starts_at_the_lookback_before_high_water_or_today_whichever_is_earlier():
+    hw = datetime(2026, 11, 10, 23, 59, tzinfo=UTC)
+    assert listing_start_day(ArrivalCursor(hw), lookback_days=2, today=date(2026, 11, 10)) == date(2026, 11, 8)
+    assert listing_start_day(ArrivalCursor(hw), lookback_days=2, today=date(2026, 11, 5)) == date(2026, 11, 3)
+    assert listing_start_day(ArrivalCursor(hw, resume_from=date(2026, 1, 1)), lookback_days=2, today=TODAY) == date(
+        2026, 1, 1
+    )
+    assert listing_start_day(ArrivalCursor(), lookback_days=2, today=TODAY) is None
+
+
+def test_unparseable_and_unknown_keys_are_reported_once_and_never_loaded(store):
+    put(store, "shop/2026-11-10/orders.csv", T0)
+    put(store, "shop/2026-11-10/orders.xlsx", T0 + timedelta(seconds=1))
+    put(store, "shop/2026-11-10/nested/orders.csv", T0 + timedelta(seconds=2))
+    put(store, "shop/2026-11-10/refunds.csv", T0 + timedelta(seconds=3))  # no such table
+    put(store, "shop/README.txt", T0 + timedelta(seconds=4))
+    put(store, "crm/2026-11-10/contacts.csv", T0)  # a system with no contract is not listed at all
+
+    first = tick(store)
+
+    assert keys(first) == ["shop/2026-11-10/orders.csv"]
+    assert first.ignored == [
+        "shop/2026-11-10/orders.xlsx",
+        "shop/2026-11-10/nested/orders.csv",
+        "shop/2026-11-10/refunds.csv",
+        "shop/README.txt",
+    ]
+    second = tick(store, roundtrip(first.cursor))
+    assert second.arrivals == [] and second.ignored == []
+
+
+def test_cursor_json_is_compact_and_stable():
+    cursor = ArrivalCursor(
+        high_water=datetime(2026, 11, 10, 8, 0, 1, 250000, tzinfo=UTC),
+        seen={"shop/2026-11-10/orders.csv": "1f-18a", "billing/2026-11-10/payments.csv": "9c-18b"},
+        resume_from=date(2026, 11, 1),
+    )
+    text = cursor.to_json()
+    assert text == (
+        '{"hw":"2026-11-10T08:00:01.250000+00:00","resume":"2026-11-01",'
+        '"seen":{"billing/2026-11-10/payments.csv":"9c-18b","shop/2026-11-10/orders.csv":"1f-18a"},"v":1}'
+    )
+    assert ArrivalCursor.from_json(text) == cursor
+    assert ArrivalCursor.from_json(None) == ArrivalCursor() == ArrivalCursor.from_json("")
+
+
+@pytest.mark.parametrize("text", ["not json", "[]", '{"v": 2}', '{"v": 1, "hw": "yesterday"}'])
+def test_an_unreadable_cursor_says_how_to_reset_it(text):
+    with pytest.raises(ValueError, match="reset it"):
+        ArrivalCursor.from_json(text)
+
+
+def test_systems_named_like_the_loaders_folders_are_refused(store):
+    with pytest.raises(ValueError, match="processed"):
+        plan_tick(store, [table("processed", "orders")], ArrivalCursor(), overlap=OVERLAP, lookback_days=1, today=TODAY)
