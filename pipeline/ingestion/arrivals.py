@@ -24,13 +24,14 @@ from datetime import UTC, date, datetime, timedelta
 
 from .contracts import SourceTable
 from .landing import LandedObject, LandingKey, LandingStore
+from .quarantine import PROCESSED_PREFIX, QUARANTINE_PREFIX
 
 #: Enough for a day's worth of files from every system, small enough that one tick stays quick.
 DEFAULT_MAX_ARRIVALS = 500
 
 #: Where the loader parks files after a load; a source system may not share these names, or its listing (by
 #: `<system>/` prefix) would pick the parked files up again as new arrivals.
-RESERVED_PREFIXES = frozenset({"processed", "_processed", "quarantine", "_quarantine"})
+RESERVED_PREFIXES = frozenset({PROCESSED_PREFIX.rstrip("/"), QUARANTINE_PREFIX.rstrip("/")})
 
 
 @dataclass

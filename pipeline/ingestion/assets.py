@@ -10,8 +10,9 @@ from ..resources import LandingResource, WarehouseResource
 from ..settings import WAREHOUSE_POOL, Settings
 from .contracts import SourceTable, load_contracts
 from .landing import LandedObject, LandingKey, LandingStore
-from .loader import ContractViolation, FileLoad, FileToLoad, load_file, table_rows
+from .loader import ContractViolation, FileLoad, FileToLoad, ensure_table, load_file, table_rows
 from .quarantine import PROCESSED_PREFIX, ProcessedAction, mark_processed, quarantine
+from .sensor import LANDING_KEY_TAG, build_arrival_sensor
 
 INGESTION_GROUP = "ingestion"
 CONTRACT_CHECK = "landing_contract"
@@ -38,6 +39,18 @@ def files_for_days(store: LandingStore, contract: SourceTable, days: list[date])
             if parsed.name == contract.file and parsed.day in wanted:
                 found[landing_key] = (obj, obj.key)
     return [(key, obj, stored_at) for key, (obj, stored_at) in sorted(found.items())]
+
+
+def file_arrived(store: LandingStore, key: str) -> list[tuple[str, LandedObject, str]]:
+    """The one file an arrival-sensor run was requested for, if it is still where it landed."""
+    obj = store.head(key)
+    return [(key, obj, key)] if obj else []
+
+
+def _rows(warehouse: WarehouseResource, contract: SourceTable) -> int:
+    with warehouse.connect() as conn:
+        ensure_table(conn, contract)
+        return table_rows(conn, contract)
 
 
 def partition_days(context: dg.AssetExecutionContext) -> list[date]:
@@ -105,6 +118,7 @@ def build_ingestion_asset(
             "dagster/column_schema": column_schema(contract),
             "primary_key": ", ".join(contract.primary_key),
             "extra_columns_policy": contract.extra_columns,
+            "landing_file": f"{contract.system}/{contract.file}",
         },
     )
     def _ingest(
@@ -112,7 +126,14 @@ def build_ingestion_asset(
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         store = landing.store()
         days = partition_days(context)
-        found = files_for_days(store, contract, days)
+        arrival = context.run.tags.get(LANDING_KEY_TAG)
+        found = file_arrived(store, arrival) if arrival else files_for_days(store, contract, days)
+        if arrival and not found:
+            # A sibling run (an earlier upload of the same key) already loaded and moved it: nothing left to do.
+            context.log.info(f"{arrival} is no longer in the landing prefix: already loaded by an earlier run")
+            yield dg.AssetCheckResult(check_name=CONTRACT_CHECK, passed=True, metadata={"files_checked": 0})
+            yield dg.MaterializeResult(metadata=load_metadata([], [], rows=_rows(warehouse, contract)))
+            return
         if not found:
             span = f"{days[0]}..{days[-1]}" if len(days) > 1 else str(days[0])
             expected = f"{store.url.rstrip('/')}/{contract.system}/<YYYY-MM-DD>/{contract.file}.<csv|jsonl|parquet>"
@@ -166,5 +187,13 @@ def ingestion_defs(settings: Settings) -> dg.Definitions:
         assets=[
             *landing_specs({c.system for c in contracts}, settings.landing_url),
             *(build_ingestion_asset(c, partitions, action) for c in contracts),
-        ]
+        ],
+        sensors=[
+            build_arrival_sensor(
+                contracts,
+                minimum_interval_seconds=settings.sensor_interval_seconds,
+                overlap_seconds=settings.sensor_overlap_seconds,
+                lookback_days=settings.sensor_lookback_days,
+            )
+        ],
     )

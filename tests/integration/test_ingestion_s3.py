@@ -12,6 +12,7 @@ import sys
 import time
 import tracemalloc
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -263,3 +264,67 @@ def test_a_large_file_is_streamed_not_read_into_python(moto_in_another_process, 
         assert conn.execute("select count(*) from raw.customers").fetchone() == (400_001,)
     # A read into Python would add at least the file size; the download keeps a few MB of parts in flight.
     assert large - small < size / 4, f"peak grew by {large - small} bytes for a {size}-byte file"
+
+
+def test_arrival_sensor_to_loaded_partition_end_to_end(env, s3_bucket, tmp_path):
+    """A file lands -> one tick requests its partition -> the run loads exactly that file and moves it to
+    processed/ -> the next tick requests nothing; a re-upload with new content is requested and loaded again."""
+    from pipeline.ingestion.sensor import build_arrival_sensor
+
+    day = datetime.now(UTC).date().isoformat()  # inside the sensor's look-back window
+
+    resources = {
+        "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb")),
+        "landing": LandingResource(url=f"s3://{s3_bucket.bucket}/landing", endpoint_url=s3_bucket.endpoint_url),
+    }
+    contracts = list(CONTRACTS.values())
+    assets = [build_ingestion_asset(c, PARTITIONS, ProcessedAction.MOVE) for c in contracts]
+    sensor = build_arrival_sensor(contracts, minimum_interval_seconds=30, overlap_seconds=300, lookback_days=7)
+    defs = dg.Definitions(assets=assets, sensors=[sensor], resources=resources)
+
+    def tick(cursor):
+        return sensor.evaluate_tick(dg.build_sensor_context(cursor=cursor, definitions=defs, resources=resources))
+
+    def run(request):
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(request.asset_selection))
+        return job.execute_in_process(
+            partition_key=request.partition_key, tags=request.tags, instance=dg.DagsterInstance.ephemeral()
+        )
+
+    first = tick(None)  # the fixture's 2026-11-01 file is already under processed/: nothing waits
+    assert not first.run_requests
+    env.put(f"shop/{day}/customers.csv", f"{HEADER}\n{customer(2)}\n")
+    second = tick(first.cursor)
+    [request] = second.run_requests
+    assert request.partition_key == day and request.tags["pipeline/landing_key"] == f"shop/{day}/customers.csv"
+    assert run(request).success
+    assert env.rows() == [(1, "c1@example.com"), (2, "c2@example.com")]
+    assert f"processed/shop/{day}/customers.csv" in env.listing()
+    third = tick(second.cursor)
+    assert not third.run_requests
+
+    env.put(f"shop/{day}/customers.csv", f"{HEADER}\n{customer(2, 'moved@example.com')}\n")
+    [again] = tick(third.cursor).run_requests
+    assert again.run_key != request.run_key
+    assert run(again).success
+    assert env.rows() == [(1, "c1@example.com"), (2, "moved@example.com")]
+
+
+def test_replay_a_corrected_file(env, s3_bucket, tmp_path, monkeypatch):
+    from pipeline.ingestion.replay import main as replay
+
+    key = f"shop/{DAY}/customers.csv"
+    rejected(env, key, f"{HEADER}\n{customer(2)}\n{customer(2)}\n", "primary_key_unique")
+    quarantined = f"quarantine/{DAY}/shop/customers.csv"
+    env.put(quarantined, f"{HEADER}\n{customer(2)}\n")  # the corrected file, in place
+    for name, value in {
+        "LANDING_URL": f"s3://{s3_bucket.bucket}/landing",
+        "LANDING_ENDPOINT_URL": s3_bucket.endpoint_url,
+        "DUCKDB_PATH": str(tmp_path / "w.duckdb"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    replay([quarantined, "--in-process"])
+    assert env.rows() == [(1, "c1@example.com"), (2, "c2@example.com")]
+    listing = env.listing()
+    assert f"processed/{key}" in listing and quarantined not in listing and quarantined + ".reason.json" not in listing
