@@ -1,6 +1,7 @@
 """Ingestion assets: one per contract table, key ["raw", <table>], daily-partitioned by landing date."""
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
 
 import dagster as dg
@@ -12,7 +13,7 @@ from .contracts import SourceTable, load_contracts
 from .landing import LandedObject, LandingKey, LandingStore
 from .loader import ContractViolation, FileLoad, FileToLoad, ensure_table, load_file, table_rows
 from .quarantine import PROCESSED_PREFIX, ProcessedAction, mark_processed, quarantine
-from .sensor import LANDING_KEY_TAG, build_arrival_sensor
+from .sensor import LANDING_KEY_TAG, LANDING_KEYS_TAG, build_arrival_sensor
 
 INGESTION_GROUP = "ingestion"
 CONTRACT_CHECK = "landing_contract"
@@ -41,10 +42,17 @@ def files_for_days(store: LandingStore, contract: SourceTable, days: list[date])
     return [(key, obj, stored_at) for key, (obj, stored_at) in sorted(found.items())]
 
 
-def file_arrived(store: LandingStore, key: str) -> list[tuple[str, LandedObject, str]]:
-    """The one file an arrival-sensor run was requested for, if it is still where it landed."""
-    obj = store.head(key)
-    return [(key, obj, key)] if obj else []
+def arrived_keys(tags: Mapping[str, str]) -> list[str]:
+    """The files an arrival-sensor run was requested for (none for a manual run or a backfill)."""
+    if LANDING_KEYS_TAG in tags:
+        return json.loads(tags[LANDING_KEYS_TAG])
+    return [tags[LANDING_KEY_TAG]] if LANDING_KEY_TAG in tags else []
+
+
+def files_arrived(store: LandingStore, keys: list[str]) -> list[tuple[str, LandedObject, str]]:
+    """Those of `keys` still where they landed (a sibling run may have loaded and moved one already)."""
+    objects = [(key, store.head(key)) for key in keys]
+    return [(key, obj, key) for key, obj in objects if obj is not None]
 
 
 def _rows(warehouse: WarehouseResource, contract: SourceTable) -> int:
@@ -126,11 +134,11 @@ def build_ingestion_asset(
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         store = landing.store()
         days = partition_days(context)
-        arrival = context.run.tags.get(LANDING_KEY_TAG)
-        found = file_arrived(store, arrival) if arrival else files_for_days(store, contract, days)
+        arrival = arrived_keys(context.run.tags)
+        found = files_arrived(store, arrival) if arrival else files_for_days(store, contract, days)
         if arrival and not found:
             # A sibling run (an earlier upload of the same key) already loaded and moved it: nothing left to do.
-            context.log.info(f"{arrival} is no longer in the landing prefix: already loaded by an earlier run")
+            context.log.info(f"{arrival} no longer in the landing prefix: already loaded by an earlier run")
             yield dg.AssetCheckResult(check_name=CONTRACT_CHECK, passed=True, metadata={"files_checked": 0})
             yield dg.MaterializeResult(metadata=load_metadata([], [], rows=_rows(warehouse, contract)))
             return

@@ -1,4 +1,5 @@
-"""The landing arrival sensor: one run per new landing file, for the raw partition of the file's landing day.
+"""The landing arrival sensor: one run per new landing file, for the raw partition of the file's landing day
+(a backlog of consecutive days of one table becomes one run over that partition range).
 
 The sensor only decides *what* to load; `arrivals.plan_tick` holds every rule (cursor, overlap, lookback,
 limit), and the loader moves a file to `processed/` or `quarantine/` after its run. The run key is the file's key
@@ -7,6 +8,9 @@ plus its ETag, so Dagster itself drops a second request for the same content, ev
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -21,9 +25,53 @@ SENSOR_NAME = "landing_arrival_sensor"
 #: Tags on every requested run: the loader reads them to load exactly this object (and check it is unchanged).
 LANDING_KEY_TAG = "pipeline/landing_key"
 LANDING_ETAG_TAG = "pipeline/landing_etag"
+#: On a batch run (a backlog of consecutive days): the JSON list of keys it loads.
+LANDING_KEYS_TAG = "pipeline/landing_keys"
 
 #: How many keys one warning lists; the count is always exact.
 MAX_LOGGED_KEYS = 20
+
+
+def run_requests_for(arrivals: Sequence[Arrival]) -> list[dg.RunRequest]:
+    """One run per new file — or, for a backlog (several new files of one table on consecutive days, e.g. the
+    first tick over a populated bucket), one run over that range of partitions that loads exactly those files.
+
+    A backlog of N days x T tables would otherwise start N x T run processes; one per table and range is what a
+    single-run backfill does too. The run key of a batch names every key@ETag in it (hashed), so the same batch is
+    never requested twice, and each file is still loaded exactly once (the cursor never lists it again).
+    """
+    by_table: dict[str, list[Arrival]] = defaultdict(list)
+    for arrival in arrivals:
+        by_table[arrival.table.table].append(arrival)
+    requests: list[dg.RunRequest] = []
+    for group in by_table.values():
+        for run in _consecutive_days(sorted(group, key=lambda a: (a.landing_key.day, a.obj.key))):
+            requests.append(run_request_for(run[0]) if len(run) == 1 else _batch_request(run))
+    return requests
+
+
+def _consecutive_days(arrivals: list[Arrival]) -> list[list[Arrival]]:
+    runs: list[list[Arrival]] = []
+    for arrival in arrivals:
+        if runs and (arrival.landing_key.day - runs[-1][-1].landing_key.day).days <= 1:
+            runs[-1].append(arrival)
+        else:
+            runs.append([arrival])
+    return runs
+
+
+def _batch_request(run: list[Arrival]) -> dg.RunRequest:
+    first, last = run[0].landing_key.day.isoformat(), run[-1].landing_key.day.isoformat()
+    digest = hashlib.sha256("\n".join(a.run_key for a in run).encode()).hexdigest()[:16]
+    return dg.RunRequest(
+        run_key=f"{run[0].table.table}:{first}..{last}:{digest}",
+        asset_selection=[dg.AssetKey(run[0].table.asset_key)],
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+            LANDING_KEYS_TAG: json.dumps([a.obj.key for a in run]),
+        },
+    )
 
 
 def run_request_for(arrival: Arrival) -> dg.RunRequest:
@@ -99,7 +147,7 @@ def build_arrival_sensor(
                 cursor=new_cursor,
             )
         context.log.info(f"Requesting {len(requestable)} run(s) for new landing files ({plan.listed} listed)")
-        return dg.SensorResult(run_requests=[run_request_for(a) for a in requestable], cursor=new_cursor)
+        return dg.SensorResult(run_requests=run_requests_for(requestable), cursor=new_cursor)
 
     return landing_arrival_sensor
 

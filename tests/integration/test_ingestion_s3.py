@@ -12,7 +12,7 @@ import sys
 import time
 import tracemalloc
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -328,3 +328,28 @@ def test_replay_a_corrected_file(env, s3_bucket, tmp_path, monkeypatch):
     assert env.rows() == [(1, "c1@example.com"), (2, "c2@example.com")]
     listing = env.listing()
     assert f"processed/{key}" in listing and quarantined not in listing and quarantined + ".reason.json" not in listing
+
+
+def test_a_backlog_of_consecutive_days_loads_in_one_ranged_run(env, s3_bucket, tmp_path):
+    from pipeline.ingestion.sensor import build_arrival_sensor
+
+    resources = {
+        "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb")),
+        "landing": LandingResource(url=f"s3://{s3_bucket.bucket}/landing", endpoint_url=s3_bucket.endpoint_url),
+    }
+    asset = build_ingestion_asset(CONTRACTS["customers"], PARTITIONS, ProcessedAction.MOVE)
+    sensor = build_arrival_sensor(
+        [CONTRACTS["customers"]], minimum_interval_seconds=30, overlap_seconds=300, lookback_days=7
+    )
+    defs = dg.Definitions(assets=[asset], sensors=[sensor], resources=resources)
+    today = datetime.now(UTC).date()
+    days = [(today - timedelta(days=d)).isoformat() for d in (2, 1, 0)]
+    for i, day in enumerate(days):
+        env.put(f"shop/{day}/customers.csv", f"{HEADER}\n{customer(10 + i)}\n")
+    [request] = sensor.evaluate_tick(dg.build_sensor_context(definitions=defs, resources=resources)).run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == days[0]
+    assert request.tags["dagster/asset_partition_range_end"] == days[-1]
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert job.execute_in_process(tags=request.tags, instance=dg.DagsterInstance.ephemeral()).success
+    assert [r[0] for r in env.rows()] == [1, 10, 11, 12]
+    assert all(f"processed/shop/{day}/customers.csv" in env.listing() for day in days)

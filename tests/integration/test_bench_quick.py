@@ -1,0 +1,50 @@
+"""`python -m bench --quick` runs end to end and writes its table. Only that it runs: benchmarks are not tests, so
+nothing here looks at how long anything took (see bench/ and STYLE.md)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline.settings import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+QUICK_REPORT = REPO_ROOT / "bench" / "results" / "quick.md"
+CASES = ("p3", "p4")
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """Cells of the results table's body rows (`| case | what | ours | baseline | ratio | goal | result |`)."""
+    rows = []
+    for line in markdown.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 7 and cells[0] in CASES:
+            rows.append(cells)
+    return rows
+
+
+def test_quick_bench_runs_every_case_and_writes_ratios():
+    started = time.time()
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
+    assert QUICK_REPORT.stat().st_mtime >= started - 1, "bench/results/quick.md was not rewritten"
+    rows = table_rows(QUICK_REPORT.read_text(encoding="utf-8"))
+    assert {row[0] for row in rows} == set(CASES), rows
+    for case, what, _ours, _baseline, ratio, goal, verdict in rows:
+        assert re.fullmatch(r"\d+\.\d+", ratio), f"{case} {what}: ratio {ratio!r} is not a number"
+        assert float(ratio) > 0
+        assert verdict in ("pass", "miss", "info"), verdict  # a miss is a finding, not a failure
+        assert (verdict == "info") == (goal == "—")
+    assert rows[0][0] in result.stdout  # the table is printed too
