@@ -2,9 +2,10 @@
 
 A case prepares its input once (a context manager, so servers and temp files go away afterwards) and hands back
 named *measures*: callables that run one repetition and return the seconds of the part that counts (each does its
-own untimed setup and teardown, e.g. a fresh DuckDB file). The harness runs every measure of a case once per round,
-in the order given (ours, baseline, ours, baseline, ...), so drift in the machine (page cache, CPU boost, a
-neighbour's load) hits both sides alike. A *row* of the report compares two measures by the ratio of their medians.
+own untimed setup and teardown, e.g. a fresh DuckDB file), or several named timings taken in that one repetition.
+The harness runs the measures named for warm-up once, untimed, then every measure once per round, in the order
+given (ours, baseline, ours, baseline, ...), so drift in the machine (page cache, CPU boost, a neighbour's load)
+hits both sides alike. A *row* of the report compares two timings by the ratio of their medians.
 
 Adding a case: a module in `bench/cases/` with a `CASE = Case(...)`, listed in `bench/cases/__init__.py`.
 """
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,14 +54,20 @@ class Row:
     goal: float | None = None
 
 
+#: One repetition: its seconds, or several named timings taken during it (e.g. a total and a part of it).
+Measure = Callable[[], float | Mapping[str, float]]
+
+
 @dataclass
 class Setup:
     """What a prepared case hands the harness: measures in the order they run within a round, rows, notes."""
 
-    measures: dict[str, Callable[[], float]]
+    measures: dict[str, Measure]
     rows: list[Row]
     #: Sizes and facts about the input, written under the table (e.g. "5,000,000 rows, 412 MB").
     notes: list[str] = field(default_factory=list)
+    #: Measures run once, untimed, before the first round (lazy imports, connection set-up, cold caches).
+    warmup: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -117,12 +124,17 @@ def run_case(case: Case, *, quick: bool, repeat: int) -> CaseResult:
         tempfile.TemporaryDirectory(prefix=f"bench-{case.id}-") as tmp,
         case.prepare(quick, Path(tmp)) as setup,
     ):
-        samples: dict[str, list[float]] = {name: [] for name in setup.measures}
+        for name in setup.warmup:
+            log.info("%s warm-up: %s", case.id, name)
+            setup.measures[name]()
+        samples: dict[str, list[float]] = {}
         for round_ in range(1, repeat + 1):
             for name, measure in setup.measures.items():
-                seconds = measure()
-                samples[name].append(seconds)
-                log.info("%s round %d/%d: %s %s", case.id, round_, repeat, name, fmt_seconds(seconds))
+                taken = measure()
+                timings = {name: taken} if isinstance(taken, int | float) else dict(taken)
+                for timing, seconds in timings.items():
+                    samples.setdefault(timing, []).append(seconds)
+                    log.info("%s round %d/%d: %s %s", case.id, round_, repeat, timing, fmt_seconds(seconds))
     medians = {name: statistics.median(values) for name, values in samples.items()}
     rows = [RowResult(case.id, row, medians[row.ours], medians[row.baseline]) for row in setup.rows]
     return CaseResult(case, samples, rows, setup.notes)
@@ -187,7 +199,8 @@ def report(results: list[CaseResult], *, command: str, quick: bool, repeat: int,
         "",
         f"- Date: {started.strftime('%Y-%m-%d %H:%M:%S')} UTC",
         f"- Command: `{command}`",
-        f"- Repetitions: {repeat} per measure, interleaved (ours, baseline, ours, baseline, ...); medians below",
+        f"- Repetitions: {repeat} per measure, interleaved (ours, baseline, ours, baseline, ...), after one untimed"
+        " warm-up of the measures a case names; medians below",
         *machine_lines(),
         "",
         "Ratio = ours median / baseline median, both measured in this run on the same input; lower is better.",

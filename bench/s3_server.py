@@ -6,6 +6,8 @@ The same setup as `tests/s3_fixtures.py`, without pytest: the bench is a CLI and
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -87,3 +89,44 @@ def _set_env(name: str, value: str | None) -> None:
         os.environ.pop(name, None)
     else:
         os.environ[name] = value
+
+
+class ListingClock:
+    """Seconds moto's backend spent inside ListObjectsV2's key scan, accumulated across requests.
+
+    moto answers every ListObjectsV2 by filtering and sorting all of the bucket's keys under the prefix (then
+    applying StartAfter), in Python: a cost that grows with the bucket and that S3, which seeks in a sorted index,
+    does not have. Subtracting it from a tick leaves what the client and the per-object response cost.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self.seconds += seconds
+
+
+@contextmanager
+def listing_clock() -> Iterator[ListingClock]:
+    """Times moto's `list_objects_v2` backend call (the server thread runs in this process) for the block."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    original = backend.list_objects_v2
+    clock = ListingClock()
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            clock.add(time.perf_counter() - started)
+
+    backend.list_objects_v2 = timed
+    try:
+        yield clock
+    finally:
+        del backend.list_objects_v2  # back to the class's method

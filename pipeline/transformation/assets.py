@@ -1,7 +1,9 @@
 """The dbt assets: one `dbt build` per run for whatever subset of the project is selected."""
 
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,26 @@ EXTERNAL_SOURCES_GROUP = "external_sources"
 COUNTABLE = {"table", "incremental", "snapshot", "seed"}
 
 
+@contextmanager
+def indirect_selection(mode: str) -> Iterator[None]:
+    """Run dbt with DBT_INDIRECT_SELECTION=`mode` unless the environment already sets it.
+
+    dagster-dbt reads this variable when it builds the command (and overrides it with `empty` when it selects
+    tests explicitly). With dbt's default, `eager`, a subset run — as an asset backfill launches for the dbt
+    assets whose upstream partitions are done — also runs every relationships test touching a selected model,
+    including tests whose other model is not built yet, which fails on a fresh warehouse. `buildable` runs a
+    test only when all its parents are selected or upstream of the selection.
+    """
+    previous = os.environ.get("DBT_INDIRECT_SELECTION")
+    if previous is None:
+        os.environ["DBT_INDIRECT_SELECTION"] = mode
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("DBT_INDIRECT_SELECTION", None)
+
+
 def build_dbt_assets(project: DbtProject, translator: PipelineTranslator) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=project.manifest_path,
@@ -29,7 +51,8 @@ def build_dbt_assets(project: DbtProject, translator: PipelineTranslator) -> dg.
     )
     def _dbt_build(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
         """dbt writes the warehouse, so the whole build holds the one `warehouse` pool slot."""
-        invocation = dbt.cli(["build"], context=context)
+        with indirect_selection("buildable"):
+            invocation = dbt.cli(["build"], context=context)
         yield from events_with_row_counts(invocation)
 
     return _dbt_build
