@@ -18,27 +18,11 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-import boto3
 import pytest
-from botocore.config import Config
-from moto.core.models import DEFAULT_ACCOUNT_ID
-from moto.s3.models import s3_backends
 from moto.server import ThreadedMotoServer
 
-REGION = "us-east-1"
-
-FAKE_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_SECURITY_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    # Nothing from the developer's own AWS setup may leak in (or be used by accident).
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-UNSET_AWS_ENV = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION")
+from devstack import s3
+from devstack.s3 import FAKE_AWS_ENV, UNSET_AWS_ENV
 
 
 class S3Bucket(NamedTuple):
@@ -47,12 +31,7 @@ class S3Bucket(NamedTuple):
 
     def client(self) -> Any:
         """A plain boto3 client on the test endpoint, to arrange or inspect objects behind the store's back."""
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name=REGION,
-            config=Config(s3={"addressing_style": "path"}),
-        )
+        return s3.client(self.endpoint_url)
 
     def put_many(self, keys: Iterable[str], body: bytes) -> None:
         """Write many objects straight into moto's in-process backend (what the server serves), skipping HTTP.
@@ -60,9 +39,7 @@ class S3Bucket(NamedTuple):
         Only valid because the server thread runs in this process; ~100x faster than put_object for the
         thousand-object listings that exercise pagination. Reads still go through the S3 API.
         """
-        backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-        for key in keys:
-            backend.put_object(self.bucket, key, body)
+        s3.put_many(self.bucket, keys, body)
 
 
 @pytest.fixture(scope="session")

@@ -17,12 +17,12 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from devstack import s3 as s3_server
 from pipeline.ingestion.arrivals import ArrivalCursor, plan_tick
 from pipeline.ingestion.contracts import SourceTable, load_contracts
 from pipeline.ingestion.s3 import S3LandingStore
 from pipeline.settings import Settings
 
-from .. import s3_server
 from ..harness import Case, Row, Setup, stopwatch
 
 GOAL = 2.0

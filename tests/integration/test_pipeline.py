@@ -150,6 +150,9 @@ def test_slack_summary_is_skipped_without_a_webhook(stack, module_env):
     instance = dg.DagsterInstance.ephemeral()
     result = job.execute_in_process(instance=instance)
     assert result.success
-    assert result.get_asset_materialization_events() == []
+    [event] = result.get_asset_materialization_events()
+    assert event.materialization.metadata["posted"].value == 0
+    assert "SLACK_WEBHOOK_URL is not set" in event.materialization.metadata["skipped_reason"].value
+    assert len(httpx.get(f"{stack['hooks']}/_devstack/received").json()) == 1, "nothing posted this time"
     messages = [record.user_message for record in instance.all_logs(result.run_id)]
     assert any("SLACK_WEBHOOK_URL is not set" in m for m in messages)

@@ -1,6 +1,6 @@
-"""A real S3 API for benchmarks: moto's server on 127.0.0.1 and a port the OS picks, with fake credentials.
+"""A local stand-in for S3: moto's server on 127.0.0.1 and a port the OS picks, with fake credentials.
 
-The same setup as `tests/s3_fixtures.py`, without pytest: the bench is a CLI and must not import test fixtures.
+Used by the benchmarks (as a context manager) and by the test fixtures in `tests/s3_fixtures.py`.
 """
 
 from __future__ import annotations
