@@ -87,7 +87,7 @@ def quote_literal(value: str) -> str:
 
 
 @contextmanager
-def readable_path(path: Path, key: LandingKey) -> Iterator[Path]:
+def readable_path(path: Path, key: LandingKey, landing_key: str) -> Iterator[Path]:
     """DuckDB reads gzip CSV/JSON itself; a gzip-wrapped Parquet file is unwrapped to disk first (streamed)."""
     if not (key.fmt == "parquet" and key.compressed):
         yield path
@@ -98,7 +98,7 @@ def readable_path(path: Path, key: LandingKey) -> Iterator[Path]:
             with gzip.open(path, "rb") as src, target.open("wb") as dst:
                 shutil.copyfileobj(src, dst, length=1 << 20)
         except (OSError, EOFError) as exc:
-            raise ContractViolation(str(path.name), "readable", f"gzip stream is broken: {exc}") from exc
+            raise ContractViolation(landing_key, "readable", f"gzip stream is broken: {exc}") from exc
         yield target
 
 
@@ -282,7 +282,7 @@ def load_file(
     started = datetime.now(UTC)
     loaded_at = loaded_at or started.replace(tzinfo=None)
     key = f.canonical_key
-    with readable_path(f.path, f.key) as path:
+    with readable_path(f.path, f.key, key) as path:
         found = probe_columns(conn, path, f.key, contract, key)
         extra_names = check_columns(found, contract, key) if found is not None else []
         extra = {c: _storable(found[c]) for c in extra_names} if contract.extra_columns == "load" else {}

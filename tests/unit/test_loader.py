@@ -135,3 +135,15 @@ def test_optional_columns_load_as_null(tmp_path, conn):
 def test_explain_falls_back_to_the_first_line():
     v = explain(duckdb.IOException("IO Error: something odd\nmore"), "k")
     assert (v.check, v.message) == ("readable", "IO Error: something odd")
+
+
+def test_gzip_wrapped_parquet_is_unwrapped_and_a_broken_one_rejected(tmp_path, conn):
+    conn.execute(
+        "COPY (SELECT 5::BIGINT AS thing_id, 'p' AS code, 1.25 AS price, TIMESTAMP '2026-11-03' AS seen_at)"
+        f" TO '{tmp_path}/plain.parquet' (FORMAT parquet)"
+    )
+    data = gzip.compress((tmp_path / "plain.parquet").read_bytes())
+    load_file(conn, CONTRACT, write(tmp_path, "shop/2026-11-03/things.parquet.gz", data))
+    assert rows(conn) == [(5, "p")]
+    v = violation(tmp_path, conn, "shop/2026-11-04/things.parquet.gz", data[:-30])
+    assert (v.check, v.key) == ("readable", "shop/2026-11-04/things.parquet.gz") and "gzip" in v.message
