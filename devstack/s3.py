@@ -48,18 +48,27 @@ def fake_aws_env() -> Iterator[None]:
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
-    """moto's S3 served over HTTP on 127.0.0.1:<ephemeral>; yields the endpoint URL. Imported lazily: dev-only."""
+def serve_moto() -> Iterator[str]:
+    """moto's S3 served over HTTP on 127.0.0.1:<ephemeral>; yields the endpoint URL. Imported lazily: dev-only.
+
+    port=0 goes straight to werkzeug's make_server; the bound port is read back from the server socket.
+    """
     from moto.server import ThreadedMotoServer
 
-    with fake_aws_env():
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """`serve_moto()` with fake credentials in the environment for the block."""
+    with fake_aws_env(), serve_moto() as endpoint:
+        yield endpoint
 
 
 def client(endpoint_url: str) -> Any:

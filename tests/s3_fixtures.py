@@ -19,7 +19,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from devstack import s3
 from devstack.s3 import FAKE_AWS_ENV, UNSET_AWS_ENV
@@ -45,14 +44,8 @@ class S3Bucket(NamedTuple):
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's S3 (and every other service) served over HTTP on 127.0.0.1 and a port the OS picks."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        # port=0 is passed straight to werkzeug's make_server; the bound port is read back from the server socket.
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with s3.serve_moto() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
