@@ -7,6 +7,7 @@ differ. It implements what that client needs, in HubSpot's request/response shap
 - ``GET /crm/v3/objects/contacts?limit=&after=``: cursor paging in contact-id order;
 - ``GET /crm/v3/objects/contacts/{id}`` and ``.../{value}?idProperty=<property>``;
 - ``GET /_devstack/stats`` (not HubSpot): counts to assert on in tests and benchmarks;
+- ``GET``/``PUT /_devstack/faults`` (not HubSpot): read or replace the fault injection (`FaultConfig`) at runtime;
 - ``GET /healthz``: readiness probe, never needs the token.
 
 Deliberate simplifications, so tests do not rely on them by accident:
@@ -20,17 +21,28 @@ Deliberate simplifications, so tests do not rely on them by accident:
   ``GET .../{value}?idProperty=`` with any other property scans and returns the oldest match (HubSpot: 400).
 - The same ``(idProperty, id)`` twice in one batch is rejected (400), as HubSpot does.
 
-Storage lives in `ContactStore`, apart from the HTTP layer, so `Idempotency-Key` replay (a key table written in the
-same transaction as the upsert, see `ContactStore.write`) and fault injection (an ASGI middleware in front of the
-routes) can be added without touching either.
+Storage lives in `ContactStore`, apart from the HTTP layer.
+
+``Idempotency-Key`` on batch upsert (see `ContactStore.upsert_batch_idempotent`): the first request with a key
+applies the batch and records (key, body hash, response) in the same transaction; a later request with that key
+and the same body gets the recorded response back with ``Idempotent-Replayed: true`` and applies nothing; the same
+key with a different body is a 422. Failed requests (400/409, injected faults before applying) record nothing.
+
+Fault injection (`FaultConfig`, batch upsert only) decides before anything is read or applied: ``slow_seconds``
+delay, every ``rate_limit_every``-th request a 429 with ``Retry-After``, ``error_rate`` 503s, ``drop_rate``
+connections closed without a response. ``fail_after_apply_rate`` applies (and records the idempotency key), then
+answers 500: the client never sees the success, and its retry with the same key gets the recorded 200.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
 import json
 import logging
 import os
+import random
 import re
 import sqlite3
 import threading
@@ -38,7 +50,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +78,9 @@ READ_ONLY_PROPERTIES = frozenset({OBJECT_ID_PROPERTY, "createdate", "lastmodifie
 # also makes them safe to embed in a JSON path (see ContactStore._register_id_properties).
 PROPERTY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 PUBLIC_PATHS = frozenset({"/healthz"})
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+IDEMPOTENT_REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 PropertyValue = str | None
 
@@ -247,6 +262,14 @@ CREATE TABLE IF NOT EXISTS contact_ids (
     PRIMARY KEY (property, value)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+-- Batch-upsert responses by Idempotency-Key, written in the transaction that applied the batch.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key         TEXT PRIMARY KEY,
+    body_sha256 TEXT NOT NULL,          -- of the canonical JSON request body
+    status      INTEGER NOT NULL,
+    response    TEXT NOT NULL,          -- JSON response body
+    created_at  TEXT NOT NULL
+) WITHOUT ROWID;
 INSERT OR IGNORE INTO id_properties (property) VALUES ('email');
 INSERT OR IGNORE INTO counters (name, value) VALUES ('upsert_requests', 0), ('upserted_inputs', 0);
 """
@@ -346,6 +369,36 @@ class ContactStore:
         new = sum(result.new for result in results)
         logger.debug("batch upsert: %d inputs, %d created, %d updated", len(results), new, len(results) - new)
         return results
+
+    def upsert_batch_idempotent(
+        self, inputs: Sequence[UpsertInput], *, key: str, body_sha256: str, started_at: str
+    ) -> tuple[int, dict[str, Any], bool]:
+        """Apply `inputs` once per `key`: returns (status, response body, replayed).
+
+        The key is looked up inside the write transaction, so concurrent requests with one key serialize on the
+        write lock and only the first applies; the others replay its response. A key reused with another body
+        raises a 422 `CrmError`. If applying fails (e.g. 409), the transaction rolls back and no key is recorded.
+        """
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT body_sha256, status, response FROM idempotency_keys WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None:
+                stored_sha256, status, response = row
+                if stored_sha256 != body_sha256:
+                    raise CrmError(
+                        422,
+                        "VALIDATION_ERROR",
+                        f"{IDEMPOTENCY_KEY_HEADER} {key!r} was already used with a different request payload. "
+                        "Reuse a key only to retry the identical request; send a new key for a new request.",
+                    )
+                return status, json.loads(response), True
+            body = batch_response(self.apply_upserts(conn, inputs, utc_now()), started_at)
+            conn.execute(
+                "INSERT INTO idempotency_keys (key, body_sha256, status, response, created_at) VALUES (?, ?, ?, ?, ?)",
+                (key, body_sha256, 200, _COMPACT_JSON.encode(body), utc_now()),
+            )
+        return 200, body, False
 
     def apply_upserts(self, conn: sqlite3.Connection, inputs: Sequence[UpsertInput], now: str) -> list[UpsertResult]:
         """The upsert itself, inside the caller's write transaction (see `write`).
@@ -528,6 +581,15 @@ class ContactStore:
         return {"contacts": contacts, **counters}
 
 
+def batch_response(results: Sequence[UpsertResult], started_at: str) -> dict[str, Any]:
+    return {
+        "status": "COMPLETE",
+        "results": [result.to_json() for result in results],
+        "startedAt": started_at,
+        "completedAt": utc_now(),
+    }
+
+
 def _conflict(key: tuple[str, str], holder: int, claimant: int) -> CrmError:
     prop, value = key
     return CrmError(
@@ -536,6 +598,140 @@ def _conflict(key: tuple[str, str], holder: int, claimant: int) -> CrmError:
         f"Contact {claimant} cannot take {prop}={value!r}: contact {holder} already has it and {prop} is a unique "
         "id property. No input of this batch was applied.",
     )
+
+
+# --- fault injection ------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FaultConfig:
+    """Faults injected into batch upserts; all off by default. Rates are probabilities in [0, 1].
+
+    - `rate_limit_every`: every Nth upsert request gets a 429 (``RATE_LIMITS``) with ``Retry-After:
+      retry_after_seconds``; 0 disables.
+    - `error_rate`: a 503 (``SERVICE_UNAVAILABLE``) before anything is applied.
+    - `slow_seconds`: delay before handling each request.
+    - `drop_rate`: close the connection without a response, before anything is applied.
+    - `fail_after_apply_rate`: apply the batch (recording its Idempotency-Key), then answer 500.
+    - `seed`: seeds the app's own `random.Random`, for reproducible runs.
+    """
+
+    rate_limit_every: int = 0
+    retry_after_seconds: float = 1.0
+    error_rate: float = 0.0
+    slow_seconds: float = 0.0
+    drop_rate: float = 0.0
+    fail_after_apply_rate: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rate_limit_every, bool) or not isinstance(self.rate_limit_every, int):
+            raise ValueError(f"rate_limit_every must be an integer >= 0, got {self.rate_limit_every!r}")
+        if self.rate_limit_every < 0:
+            raise ValueError(f"rate_limit_every must be >= 0, got {self.rate_limit_every}")
+        for name in ("retry_after_seconds", "slow_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        for name in ("error_rate", "drop_rate", "fail_after_apply_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"seed must be an integer or null, got {self.seed!r}")
+
+    @classmethod
+    def from_json(cls, body: object) -> FaultConfig:
+        """Fields missing from `body` take their defaults (off); unknown fields are an error."""
+        if not isinstance(body, dict):
+            raise validation_error("Expected a JSON object with FaultConfig fields")
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(body) - known):
+            raise validation_error(f"Unknown fault setting(s) {unknown}; known: {sorted(known)}")
+        try:
+            return cls(**body)
+        except ValueError as exc:
+            raise validation_error(str(exc)) from exc
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ConnectionDropped(Exception):  # noqa: N818 - names the event, not an error condition of the server
+    """Raised to make the server abort a response it has started (fallback of `DropConnection`)."""
+
+
+class DropConnection(Response):
+    """Close the client's connection without sending a response.
+
+    Under uvicorn, ``receive`` is a method of the connection's request cycle, which holds the transport: closing
+    it sends nothing, and the client sees the server disconnect. Elsewhere, start a response promising a body
+    that never comes and abort, which servers answer by closing the connection mid-response.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(status_code=500)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        transport = getattr(getattr(receive, "__self__", None), "transport", None)
+        if transport is not None and callable(getattr(transport, "close", None)):
+            transport.close()
+            # Let the server's connection_lost run, so it knows not to answer on the closed connection.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1024")]})
+        await send({"type": "http.response.body", "body": b"{", "more_body": True})
+        raise ConnectionDropped("devstack fault injection: connection dropped")
+
+
+class FaultInjector:
+    """Decides, per batch-upsert request, which fault of the current `FaultConfig` (if any) happens."""
+
+    def __init__(self, config: FaultConfig | None = None) -> None:
+        self.configure(config or FaultConfig())
+
+    def configure(self, config: FaultConfig) -> None:
+        """Replace the config; restarts the every-Nth count and re-seeds the random source."""
+        self.config = config
+        self._random = random.Random(config.seed)
+        self._requests = 0
+
+    def _chance(self, rate: float) -> bool:
+        return rate > 0 and self._random.random() < rate
+
+    async def before_apply(self) -> Response | None:
+        """The response replacing this request's handling, or None to handle it normally."""
+        config = self.config
+        if config.slow_seconds > 0:
+            await asyncio.sleep(config.slow_seconds)
+        self._requests += 1
+        if config.rate_limit_every and self._requests % config.rate_limit_every == 0:
+            retry_after = f"{config.retry_after_seconds:g}"
+            return error_response(
+                429,
+                "RATE_LIMITS",
+                f"You have reached your secondly limit (devstack fault injection: every {config.rate_limit_every}"
+                f" requests). Retry after {retry_after} seconds.",
+                headers={"Retry-After": retry_after},
+            )
+        if self._chance(config.error_rate):
+            return error_response(
+                503, "SERVICE_UNAVAILABLE", "Service temporarily unavailable (devstack fault injection)."
+            )
+        if self._chance(config.drop_rate):
+            logger.info("fault injection: dropping the connection")
+            return DropConnection()
+        return None
+
+    def fail_after_apply(self) -> Response | None:
+        if self._chance(self.config.fail_after_apply_rate):
+            return error_response(
+                500,
+                "INTERNAL_ERROR",
+                "Internal error after the batch was applied (devstack fault injection: fail_after_apply_rate).",
+            )
+        return None
 
 
 # --- HTTP -----------------------------------------------------------------------------------------------------
@@ -588,25 +784,54 @@ def _property_names(request: Request) -> list[str] | None:
     return None if raw is None else [name for name in raw.split(",") if name]
 
 
-def create_app(db_path: str | Path, token: str | None) -> Starlette:
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise validation_error(
+            f"{IDEMPOTENCY_KEY_HEADER} must be 1..{MAX_IDEMPOTENCY_KEY_LENGTH} characters, got {len(key)}"
+        )
+    return key
+
+
+def create_app(db_path: str | Path, token: str | None, faults: FaultConfig | None = None) -> Starlette:
     """The CRM stand-in over the SQLite file `db_path` (created if missing); `token=None` disables auth.
 
-    The store is reachable as ``app.state.store`` for tests and for wrappers (idempotency, fault injection).
+    `faults` switches on fault injection for batch upserts (see `FaultConfig`); ``PUT /_devstack/faults`` changes
+    it at runtime. The store is ``app.state.store`` and the injector ``app.state.faults``, for tests.
     """
     store = ContactStore(db_path)
+    injector = FaultInjector(faults)
 
     async def upsert(request: Request) -> Response:
         started_at = utc_now()
-        inputs = parse_upsert_body(await _json_body(request))
-        results = await run_in_threadpool(store.upsert_batch, inputs)
-        return JSONResponse(
-            {
-                "status": "COMPLETE",
-                "results": [result.to_json() for result in results],
-                "startedAt": started_at,
-                "completedAt": utc_now(),
-            }
-        )
+        if (fault := await injector.before_apply()) is not None:
+            return fault
+        body = await _json_body(request)
+        inputs = parse_upsert_body(body)
+        key = _idempotency_key(request)
+        if key is None:
+            results = await run_in_threadpool(store.upsert_batch, inputs)
+            status, response, replayed = 200, batch_response(results, started_at), False
+        else:
+            body_sha256 = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+            status, response, replayed = await run_in_threadpool(
+                lambda: store.upsert_batch_idempotent(inputs, key=key, body_sha256=body_sha256, started_at=started_at)
+            )
+        if replayed:
+            logger.info("batch upsert: replayed the response recorded for %s %r", IDEMPOTENCY_KEY_HEADER, key)
+            return JSONResponse(response, status_code=status, headers={IDEMPOTENT_REPLAYED_HEADER: "true"})
+        if (fault := injector.fail_after_apply()) is not None:
+            return fault
+        return JSONResponse(response, status_code=status)
+
+    async def faults_endpoint(request: Request) -> Response:
+        if request.method == "PUT":
+            injector.configure(FaultConfig.from_json(await _json_body(request)))
+            logger.info("fault injection set to %s", injector.config)
+        return JSONResponse(injector.config.to_json())
 
     async def list_contacts(request: Request) -> Response:
         limit = _int_param(request, "limit", DEFAULT_PAGE_LIMIT, minimum=1, maximum=MAX_PAGE_LIMIT)
@@ -658,6 +883,7 @@ def create_app(db_path: str | Path, token: str | None) -> Starlette:
             Route(contacts, list_contacts, methods=["GET"]),
             Route(f"{contacts}/{{contact_id}}", get_contact, methods=["GET"]),
             Route("/_devstack/stats", stats, methods=["GET"]),
+            Route("/_devstack/faults", faults_endpoint, methods=["GET", "PUT"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         middleware=[Middleware(BearerTokenAuth, token=token)] if token else [],
@@ -665,6 +891,7 @@ def create_app(db_path: str | Path, token: str | None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.store = store
+    app.state.faults = injector
     return app
 
 
@@ -672,10 +899,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = server_arg_parser("HubSpot-shaped CRM contacts API backed by SQLite (devstack).", default_port=8765)
     parser.add_argument("--db", type=Path, default=Path(".data/crm.sqlite"), help="SQLite file (default: %(default)s)")
     parser.add_argument("--token", default=None, help="bearer token to require (default: $CRM_TOKEN; empty: no auth)")
+    faults = parser.add_argument_group("fault injection (batch upsert only; default: off)")
+    faults.add_argument("--rate-limit-every", type=int, default=0, metavar="N", help="429 every Nth request")
+    faults.add_argument("--retry-after-seconds", type=float, default=1.0, help="Retry-After of those 429s")
+    faults.add_argument("--error-rate", type=float, default=0.0, metavar="P", help="probability of a 503")
+    faults.add_argument("--slow-seconds", type=float, default=0.0, help="delay before handling each request")
+    faults.add_argument("--drop-rate", type=float, default=0.0, metavar="P", help="probability of a dropped connection")
+    faults.add_argument(
+        "--fail-after-apply-rate", type=float, default=0.0, metavar="P", help="probability of a 500 after applying"
+    )
+    faults.add_argument("--seed", type=int, default=None, help="seed for the fault dice (default: random)")
     args = parse_args(parser, argv)
     token = (args.token if args.token is not None else os.environ.get("CRM_TOKEN")) or None
-    app = create_app(args.db, token)
-    logger.info("CRM stand-in: db=%s, auth=%s", args.db, "bearer token" if token else "off")
+    try:
+        fault_config = FaultConfig(
+            rate_limit_every=args.rate_limit_every,
+            retry_after_seconds=args.retry_after_seconds,
+            error_rate=args.error_rate,
+            slow_seconds=args.slow_seconds,
+            drop_rate=args.drop_rate,
+            fail_after_apply_rate=args.fail_after_apply_rate,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    app = create_app(args.db, token, fault_config)
+    logger.info("CRM stand-in: db=%s, auth=%s, faults=%s", args.db, "bearer token" if token else "off", fault_config)
     run_forever(app, host=args.host, port=args.port, log_level=args.log_level)
 
 

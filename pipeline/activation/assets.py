@@ -6,22 +6,20 @@ from collections.abc import Iterator
 import dagster as dg
 
 from ..external import destination_spec
-from ..ingestion.loader import quote_ident
 from ..resources import CrmResource, SlackResource, WarehouseResource
 from ..settings import WAREHOUSE_POOL, Settings
-from .crm import batched, send_upserts, upsert_inputs
+from .crm import UpsertSummary, post_batch, upsert_inputs
+from .outbox import Batch, run_sync
 from .syncs import ResolvedSync, load_syncs, resolve_syncs
 
 ACTIVATION_GROUP = "activation"
 DESTINATION_KEYS = {"crm_contacts": dg.AssetKey(["crm", "contacts"])}
 
 
-def read_model(warehouse: WarehouseResource, sync: ResolvedSync) -> list[dict]:
-    columns = ", ".join(quote_ident(c) for c in sync.spec.columns)
-    with warehouse.connect(read_only=True) as conn:
-        cursor = conn.execute(f"SELECT {columns} FROM {sync.relation} ORDER BY {quote_ident(sync.spec.primary_key)}")
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+class SyncConfig(dg.Config):
+    """Run config of a sync asset."""
+
+    full_resync: bool = False  # send every record again, whatever the state says
 
 
 def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
@@ -29,11 +27,12 @@ def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
 
     @dg.asset(
         name=spec.name,
-        description=f"{spec.description}\n\nReads `{spec.model}`, {spec.mode}s into `{spec.destination}`.",
+        description=f"{spec.description}\n\nReads `{spec.model}`, {spec.mode}s into `{spec.destination}`; sends only "
+        "what changed since the last acknowledged send (state and outbox in the warehouse's `activation` schema).",
         group_name=ACTIVATION_GROUP,
         kinds={"python", "http"},
         deps=[sync.model_key],
-        # Reads the DuckDB file, which another process cannot do while a writer holds it.
+        # Reads the model and writes the sync's state and outbox: a warehouse writer.
         pool=WAREHOUSE_POOL,
         metadata={
             "model": spec.model,
@@ -42,24 +41,49 @@ def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
             "fields": dg.MetadataValue.json(spec.fields),
         },
     )
-    def _sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource, crm: CrmResource):
+    def _sync(
+        context: dg.AssetExecutionContext, config: SyncConfig, warehouse: WarehouseResource, crm: CrmResource
+    ) -> dg.MaterializeResult:
         started = time.monotonic()
-        rows = read_model(warehouse, sync)
-        inputs = upsert_inputs(rows, spec.primary_key, spec.fields, crm.id_property)
-        with crm.client() as client:
-            summary = send_upserts(client, batched(inputs, crm.batch_size))
+        summary = UpsertSummary()
+
+        def to_payload(rows: list[dict]) -> dict:
+            return {"inputs": list(upsert_inputs(rows, spec.primary_key, spec.fields, crm.id_property))}
+
+        with warehouse.connect() as conn, crm.client() as client:
+
+            def send(batch: Batch) -> None:
+                summary.add(post_batch(client, batch.payload, batch.idempotency_key), len(batch.record_keys))
+
+            outcome = run_sync(
+                conn,
+                spec,
+                sync.relation,
+                context.run_id,
+                to_payload,
+                crm.batch_size,
+                send,
+                full_resync=config.full_resync,
+            )
         duration = time.monotonic() - started
+        counts = outcome.counts
         context.log.info(
-            f"Upserted {summary.sent} records into {spec.destination} in {summary.batches} batches "
-            f"({summary.created} created, {summary.updated} updated)"
+            f"{spec.destination}: {counts.adds} new, {counts.changes} changed, {counts.unchanged} unchanged;"
+            f" sent {summary.sent} records in {summary.batches} batches"
+            + (f" ({outcome.resent} left pending by an earlier run)" if outcome.resent else "")
         )
         return dg.MaterializeResult(
             metadata={
-                "rows_read": len(rows),
+                "planned": counts.planned,
+                "adds": counts.adds,
+                "changes": counts.changes,
+                "deletes": counts.deletes,
+                "unchanged": counts.unchanged,
                 "sent": summary.sent,
                 "created": summary.created,
                 "updated": summary.updated,
                 "batches": summary.batches,
+                "resent_batches": outcome.resent,
                 "duration_seconds": round(duration, 3),
                 "records_per_second": round(summary.sent / duration, 1) if duration else 0.0,
                 "destination_url": dg.MetadataValue.url(crm.base_url),

@@ -61,21 +61,23 @@ class UpsertSummary:
     created: int = 0
     updated: int = 0
 
+    def add(self, results: Sequence[dict[str, Any]], inputs: int) -> None:
+        self.batches += 1
+        self.sent += inputs
+        self.created += sum(1 for r in results if r.get("new"))
+        self.updated += sum(1 for r in results if not r.get("new"))
 
-def send_upserts(client: httpx.Client, batches: Iterable[Sequence[dict[str, Any]]]) -> UpsertSummary:
-    """POST each batch; a non-2xx answer raises with the destination's message (never the token)."""
-    summary = UpsertSummary()
-    for batch in batches:
-        response = client.post(UPSERT_PATH, json={"inputs": list(batch)})
-        if response.is_error:
-            raise httpx.HTTPStatusError(
-                f"CRM answered {response.status_code} to a batch of {len(batch)}: {response.text[:500]}",
-                request=response.request,
-                response=response,
-            )
-        results = response.json().get("results", [])
-        summary.batches += 1
-        summary.sent += len(batch)
-        summary.created += sum(1 for r in results if r.get("new"))
-        summary.updated += sum(1 for r in results if not r.get("new"))
-    return summary
+
+def post_batch(client: httpx.Client, body: dict[str, Any], idempotency_key: str) -> list[dict[str, Any]]:
+    """POST one batch/upsert body; a non-2xx answer raises with the destination's message (never the token).
+
+    The Idempotency-Key lets a destination that honours it apply a retried batch once.
+    """
+    response = client.post(UPSERT_PATH, json=body, headers={"Idempotency-Key": idempotency_key})
+    if response.is_error:
+        raise httpx.HTTPStatusError(
+            f"CRM answered {response.status_code} to a batch of {len(body.get('inputs', []))}: {response.text[:500]}",
+            request=response.request,
+            response=response,
+        )
+    return response.json().get("results", [])

@@ -130,15 +130,23 @@ def test_materialize_all(stack):
     assert f"{customers} sent" in received[0]["json"]["text"] and TOKEN not in received[0]["body"]
 
 
-def test_rerunning_the_sync_updates_instead_of_duplicating(stack):
+def test_an_unchanged_rerun_sends_nothing_and_a_full_resync_updates_in_place(stack):
     defs = stack["defs"]
-    before = crm_get(stack, "/_devstack/stats")["contacts"]
+    before = crm_get(stack, "/_devstack/stats")
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={SYNC})
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
     assert result.success
     meta = result.get_asset_materialization_events()[0].materialization.metadata
-    assert meta["created"].value == 0 and meta["updated"].value == before
-    assert crm_get(stack, "/_devstack/stats")["contacts"] == before
+    assert (meta["planned"].value, meta["sent"].value, meta["unchanged"].value) == (0, 0, before["contacts"])
+    assert crm_get(stack, "/_devstack/stats")["upsert_requests"] == before["upsert_requests"], "nothing was sent"
+
+    resync = job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"crm_contacts_sync": {"config": {"full_resync": True}}}},
+    )
+    meta = resync.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["created"].value == 0 and meta["updated"].value == before["contacts"]
+    assert crm_get(stack, "/_devstack/stats")["contacts"] == before["contacts"]
 
 
 def test_slack_summary_is_skipped_without_a_webhook(stack, module_env):
