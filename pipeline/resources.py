@@ -11,6 +11,7 @@ import dagster as dg
 import duckdb
 import httpx
 
+from .activation.transport import RetryPolicy
 from .ingestion.landing import LandingStore, open_landing_store
 from .settings import Settings, secret
 
@@ -60,10 +61,16 @@ class CrmResource(dg.ConfigurableResource):
     id_property: str = "tidewater_customer_id"
     batch_size: int = 100
     timeout_seconds: float = 30.0
+    max_attempts: int = 6
+    backoff_base_seconds: float = 0.5
 
     def client(self) -> httpx.Client:
+        """One pooled client per sync run (keep-alive connections), with a timeout on every request."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout_seconds)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.max_attempts, base_delay_seconds=self.backoff_base_seconds)
 
 
 class SlackResource(dg.ConfigurableResource):

@@ -11,6 +11,7 @@ from ..settings import WAREHOUSE_POOL, Settings
 from .crm import UpsertSummary, post_batch, upsert_inputs
 from .outbox import Batch, run_sync
 from .syncs import ResolvedSync, load_syncs, resolve_syncs
+from .transport import RetryingSender
 
 ACTIVATION_GROUP = "activation"
 DESTINATION_KEYS = {"crm_contacts": dg.AssetKey(["crm", "contacts"])}
@@ -46,6 +47,7 @@ def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         started = time.monotonic()
         summary = UpsertSummary()
+        sender = RetryingSender(policy=crm.retry_policy())
 
         def to_payload(rows: list[dict]) -> dict:
             return {"inputs": list(upsert_inputs(rows, spec.primary_key, spec.fields, crm.id_property))}
@@ -53,7 +55,7 @@ def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
         with warehouse.connect() as conn, crm.client() as client:
 
             def send(batch: Batch) -> None:
-                summary.add(post_batch(client, batch.payload, batch.idempotency_key), len(batch.record_keys))
+                summary.add(post_batch(client, batch.payload, batch.idempotency_key, sender), len(batch.record_keys))
 
             outcome = run_sync(
                 conn,
@@ -84,6 +86,7 @@ def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
                 "updated": summary.updated,
                 "batches": summary.batches,
                 "resent_batches": outcome.resent,
+                "retries": sender.retries,
                 "duration_seconds": round(duration, 3),
                 "records_per_second": round(summary.sent / duration, 1) if duration else 0.0,
                 "destination_url": dg.MetadataValue.url(crm.base_url),

@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 
+from .transport import RetryingSender
+
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
 MAX_BATCH = 100  # HubSpot's limit for batch endpoints
 
@@ -68,12 +70,14 @@ class UpsertSummary:
         self.updated += sum(1 for r in results if not r.get("new"))
 
 
-def post_batch(client: httpx.Client, body: dict[str, Any], idempotency_key: str) -> list[dict[str, Any]]:
-    """POST one batch/upsert body; a non-2xx answer raises with the destination's message (never the token).
-
-    The Idempotency-Key lets a destination that honours it apply a retried batch once.
+def post_batch(
+    client: httpx.Client, body: dict[str, Any], idempotency_key: str, sender: RetryingSender | None = None
+) -> list[dict[str, Any]]:
+    """POST one batch/upsert body, retrying transient failures; a final non-2xx answer raises with the
+    destination's message (never the token). The Idempotency-Key lets the destination apply a retried batch once.
     """
-    response = client.post(UPSERT_PATH, json=body, headers={"Idempotency-Key": idempotency_key})
+    sender = sender or RetryingSender()
+    response = sender.send(lambda: client.post(UPSERT_PATH, json=body, headers={"Idempotency-Key": idempotency_key}))
     if response.is_error:
         raise httpx.HTTPStatusError(
             f"CRM answered {response.status_code} to a batch of {len(body.get('inputs', []))}: {response.text[:500]}",
