@@ -4,7 +4,7 @@ import dagster as dg
 
 from .activation.assets import activation_defs
 from .automation.execution import EXECUTOR
-from .ingestion.assets import ingestion_defs
+from .ingestion.assets import CONTRACT_CHECK, ingestion_defs
 from .resources import build_resources
 from .settings import Settings
 from .transformation.assets import transformation_defs
@@ -16,7 +16,7 @@ def defs() -> dg.Definitions:
     ingestion = ingestion_defs(settings)
     ingested = {key for a in ingestion.assets or [] if isinstance(a, dg.AssetsDefinition) for key in a.keys}
     dbt = transformation_defs(settings, ingested)
-    activation = activation_defs(settings, dbt.manifest, dbt.key_of)
+    activation = activation_defs(settings, dbt.manifest, dbt.key_of, {key: [CONTRACT_CHECK] for key in ingested})
     return dg.Definitions.merge(
         ingestion, dbt.defs, activation, dg.Definitions(resources=build_resources(settings), executor=EXECUTOR)
     )

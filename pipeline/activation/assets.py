@@ -9,7 +9,8 @@ from ..external import destination_spec
 from ..resources import CrmResource, SlackResource, WarehouseResource
 from ..settings import WAREHOUSE_POOL, Settings
 from .crm import UpsertSummary, post_batch, upsert_inputs
-from .outbox import Batch, run_sync
+from .gates import blast_radius_refusal, describe, gather, input_refusals
+from .outbox import Batch, DiffCounts, run_sync
 from .syncs import ResolvedSync, load_syncs, resolve_syncs
 from .transport import RetryingSender
 
@@ -20,7 +21,9 @@ DESTINATION_KEYS = {"crm_contacts": dg.AssetKey(["crm", "contacts"])}
 class SyncConfig(dg.Config):
     """Run config of a sync asset."""
 
-    full_resync: bool = False  # send every record again, whatever the state says
+    full_resync: bool = False  # send every record again, whatever the state says (no blast-radius limit)
+    dry_run: bool = False  # compute the diff, record counts and a sample in metadata, send nothing
+    force: bool = False  # send despite failed upstream checks, stale input or the blast-radius limit
 
 
 def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
@@ -48,6 +51,18 @@ def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
         started = time.monotonic()
         summary = UpsertSummary()
         sender = RetryingSender(policy=crm.retry_policy())
+        reasons = input_refusals(gather(context.instance, sync.model_key, sync.upstream, sync.checks), spec.model)
+        if reasons and not config.force:
+            raise dg.Failure(describe(reasons), metadata={"refusals": dg.MetadataValue.json(reasons)})
+        for reason in reasons:
+            context.log.warning(f"Forced past: {reason}")
+
+        def approve(counts: DiffCounts, state_rows: int) -> None:
+            # A full resync changes everything by design: asking for it is the confirmation.
+            exempt = config.force or config.full_resync
+            refusal = None if exempt else blast_radius_refusal(counts, state_rows, spec.max_change_share)
+            if refusal:
+                raise dg.Failure(describe([refusal]), metadata={"planned": counts.planned, "state_rows": state_rows})
 
         def to_payload(rows: list[dict]) -> dict:
             return {"inputs": list(upsert_inputs(rows, spec.primary_key, spec.fields, crm.id_property))}
@@ -66,9 +81,27 @@ def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
                 crm.batch_size,
                 send,
                 full_resync=config.full_resync,
+                approve=approve,
+                dry_run=config.dry_run,
             )
         duration = time.monotonic() - started
         counts = outcome.counts
+        if config.dry_run:
+            context.log.info(
+                f"Dry run: would send {counts.planned} records ({counts.adds} new, {counts.changes} changed)"
+            )
+            return dg.MaterializeResult(
+                metadata={
+                    "dry_run": True,
+                    "planned": counts.planned,
+                    "adds": counts.adds,
+                    "changes": counts.changes,
+                    "deletes": counts.deletes,
+                    "unchanged": counts.unchanged,
+                    "sent": 0,
+                    "sample": dg.MetadataValue.json(outcome.sample),
+                }
+            )
         context.log.info(
             f"{spec.destination}: {counts.adds} new, {counts.changes} changed, {counts.unchanged} unchanged;"
             f" sent {summary.sent} records in {summary.batches} batches"
@@ -156,8 +189,10 @@ def build_slack_summary_asset(syncs: list[ResolvedSync]) -> dg.AssetsDefinition:
     return _slack
 
 
-def activation_defs(settings: Settings, manifest: dict, key_of) -> dg.Definitions:
-    syncs = resolve_syncs(load_syncs(), manifest, key_of)
+def activation_defs(
+    settings: Settings, manifest: dict, key_of, extra_checks: dict[dg.AssetKey, list[str]] | None = None
+) -> dg.Definitions:
+    syncs = resolve_syncs(load_syncs(), manifest, key_of, extra_checks)
     if not syncs:
         return dg.Definitions()
     return dg.Definitions(

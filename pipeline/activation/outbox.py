@@ -96,11 +96,15 @@ def plan(
     batch_size: int,
     *,
     full_resync: bool = False,
-) -> DiffCounts:
+    approve: Callable[[DiffCounts, int], None] | None = None,
+    dry_run: bool = False,
+) -> tuple[DiffCounts, list[dict]]:
     """Diff the model against the state and write the upsert batches to the outbox, in one transaction.
 
     `to_payload` turns a batch of model rows (the sync's columns) into the destination's request body.
-    Deletes are counted (mirror mode sends them, issue 4); upsert mode leaves them at the destination.
+    `approve(counts, state_rows)` may raise to refuse the plan (nothing is written); a dry run computes the
+    counts and a sample of the changes and writes nothing. Deletes are counted; upsert mode leaves them at the
+    destination.
     """
     ensure_tables(conn)
     conn.execute("BEGIN TRANSACTION")
@@ -108,7 +112,22 @@ def plan(
         conn.execute(
             f"CREATE OR REPLACE TEMP TABLE sync_diff AS {diff_sql(spec, relation, full_resync)}", {"sync": spec.name}
         )
-        counts = dict(conn.execute("SELECT op, count(*) FROM sync_diff GROUP BY op").fetchall())
+        by_op = dict(conn.execute("SELECT op, count(*) FROM sync_diff GROUP BY op").fetchall())
+        counts = DiffCounts(
+            adds=by_op.get("add", 0),
+            changes=by_op.get("change", 0),
+            deletes=by_op.get("delete", 0),
+            unchanged=by_op.get("unchanged", 0),
+        )
+        if approve is not None:
+            state_rows = conn.execute(f"SELECT count(*) FROM {STATE} WHERE sync_name = ?", [spec.name]).fetchone()[0]
+            approve(counts, state_rows)
+        if dry_run:
+            sample = conn.execute(
+                "SELECT record_key, op FROM sync_diff WHERE op <> 'unchanged' ORDER BY op, record_key LIMIT 20"
+            ).fetchall()
+            conn.execute("ROLLBACK")
+            return counts, [{"key": key, "op": op} for key, op in sample]
         columns = ", ".join(f"m.{quote_ident(c)}" for c in spec.columns)
         cursor = conn.execute(
             f"SELECT d.record_key, d.record_hash, {columns} FROM sync_diff d"
@@ -138,12 +157,7 @@ def plan(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return DiffCounts(
-        adds=counts.get("add", 0),
-        changes=counts.get("change", 0),
-        deletes=counts.get("delete", 0),
-        unchanged=counts.get("unchanged", 0),
-    )
+    return counts, []
 
 
 def idempotency_key(sync: str, plan_id: str, batch_no: int) -> str:
@@ -203,6 +217,7 @@ class SyncOutcome:
     resent: int  # batches an earlier run planned and this run delivered
     counts: DiffCounts
     sent: int  # batches this run planned and delivered
+    sample: list[dict]  # a dry run's sample of the changes
 
 
 def run_sync(
@@ -215,9 +230,24 @@ def run_sync(
     send: Callable[[Batch], None],
     *,
     full_resync: bool = False,
+    approve: Callable[[DiffCounts, int], None] | None = None,
+    dry_run: bool = False,
 ) -> SyncOutcome:
-    """Finish what an earlier run left in the outbox, then diff, plan and send this run's batches."""
-    resent = send_pending(conn, spec.name, send)
-    counts = plan(conn, spec, relation, plan_id, to_payload, batch_size, full_resync=full_resync)
-    sent = send_pending(conn, spec.name, send)
-    return SyncOutcome(resent=len(resent), counts=counts, sent=len(sent))
+    """Finish what an earlier run left in the outbox, then diff, plan and send this run's batches.
+
+    A dry run sends nothing at all, not even what an earlier run left pending.
+    """
+    resent = [] if dry_run else send_pending(conn, spec.name, send)
+    counts, sample = plan(
+        conn,
+        spec,
+        relation,
+        plan_id,
+        to_payload,
+        batch_size,
+        full_resync=full_resync,
+        approve=approve,
+        dry_run=dry_run,
+    )
+    sent = [] if dry_run else send_pending(conn, spec.name, send)
+    return SyncOutcome(resent=len(resent), counts=counts, sent=len(sent), sample=sample)

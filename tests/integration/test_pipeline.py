@@ -164,3 +164,19 @@ def test_slack_summary_is_skipped_without_a_webhook(stack, module_env):
     assert len(httpx.get(f"{stack['hooks']}/_devstack/received").json()) == 1, "nothing posted this time"
     messages = [record.user_message for record in instance.all_logs(result.run_id)]
     assert any("SLACK_WEBHOOK_URL is not set" in m for m in messages)
+
+
+def test_sync_gates_watch_every_check_upstream_of_the_mart(stack):
+    from pipeline.activation.syncs import load_syncs, resolve_syncs
+    from pipeline.settings import Settings
+    from pipeline.transformation.assets import transformation_defs
+
+    stage = transformation_defs(Settings.from_env(), ingested=set())
+    contracts = {dg.AssetKey(["raw", t]): ["landing_contract"] for t in RAW_TABLES}
+    [sync] = resolve_syncs(load_syncs(), stage.manifest, stage.key_of, contracts)
+    assert {dg.AssetKey(["raw", t]) for t in RAW_TABLES} <= sync.upstream
+    assert dg.AssetKey("stg_shop__customers") in sync.upstream and DIM_CUSTOMERS not in sync.upstream
+    assert dg.AssetCheckKey(dg.AssetKey(["raw", "orders"]), "landing_contract") in sync.checks
+    assert any(c.asset_key == DIM_CUSTOMERS and c.name.startswith("unique_") for c in sync.checks)
+    graph_checks = stack["defs"].resolve_asset_graph().asset_check_keys
+    assert sync.checks <= graph_checks, "every watched check is a real asset check"

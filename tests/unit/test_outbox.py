@@ -80,8 +80,28 @@ def test_a_crash_mid_sync_leaves_only_the_remaining_batches(conn):
 def test_deletes_are_counted_and_full_resync_sends_all(conn):
     run(conn, "p1", [])
     conn.execute("DELETE FROM dim WHERE id > 240")
-    counts = plan(conn, SPEC, "dim", "p2", payload, 100)
+    counts, _ = plan(conn, SPEC, "dim", "p2", payload, 100)
     assert counts.deletes == 10
     sent = []
     counts = run(conn, "p3", sent, full_resync=True)
     assert counts.changes == 240
+
+
+def test_a_dry_run_and_a_refused_plan_write_nothing(conn):
+    run(conn, "p1", [])
+    conn.execute("UPDATE dim SET email = 'z' || id WHERE id <= 3")
+    counts, sample = plan(conn, SPEC, "dim", "p2", payload, 100, dry_run=True)
+    assert counts.changes == 3 and sample == [
+        {"key": "1", "op": "change"},
+        {"key": "2", "op": "change"},
+        {"key": "3", "op": "change"},
+    ]
+    assert pending(conn, "contacts") == []
+
+    def refuse(counts, state_rows):
+        assert state_rows == 250
+        raise RuntimeError("too much")
+
+    with pytest.raises(RuntimeError):
+        plan(conn, SPEC, "dim", "p3", payload, 100, approve=refuse)
+    assert pending(conn, "contacts") == []
