@@ -215,7 +215,8 @@ def test_a_tick_lists_the_recent_days_only_however_large_the_bucket(landing: Lan
 
     assert sorted(a.obj.key for a in plan.arrivals) == sorted(new)
     assert sorted(store.listed) == sorted(new)  # not one of the 100,002 old objects
-    start = (today() - timedelta(days=LOOKBACK_DAYS)).isoformat()
+    # The window starts LOOKBACK_DAYS before the high-water mark's day (which is yesterday just after midnight).
+    start = (min(cursor.high_water.date(), today()) - timedelta(days=LOOKBACK_DAYS)).isoformat()
     assert sorted(store.calls) == [("billing/", f"billing/{start}"), ("shop/", f"shop/{start}")]
 
     result = landing.tick(cursor.to_json())
