@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import duckdb
 
 from ..ingestion.loader import quote_ident
+from .crm import batched
 from .syncs import SyncSpec
 
 STATE = "activation.sync_state"
@@ -137,8 +138,7 @@ def plan(
         names = [d[0] for d in cursor.description][2:]
         rows = cursor.fetchall()
         planned_at = datetime.now(UTC).replace(tzinfo=None)
-        for batch_no, start in enumerate(range(0, len(rows), batch_size)):
-            chunk = rows[start : start + batch_size]
+        for batch_no, chunk in enumerate(batched(rows, batch_size)):
             records = [dict(zip(names, row[2:], strict=True)) for row in chunk]
             conn.execute(
                 f"INSERT INTO {OUTBOX} VALUES (?, ?, ?, ?, 'upsert', ?, ?, ?, 'pending', 0, ?, NULL)",
