@@ -20,12 +20,17 @@ CRM_PORT ?= 8765
 CRM_URL ?= http://127.0.0.1:$(CRM_PORT)
 # The local CRM server checks this bearer token, so development exercises the same auth path as production.
 CRM_TOKEN ?= dev-token
+WEBHOOK_PORT ?= 8766
+WEBHOOK_URL ?= http://127.0.0.1:$(WEBHOOK_PORT)/hooks
+# The local receiver verifies signatures with this secret, as a real receiver would.
+WEBHOOK_SECRET ?= dev-webhook-secret
 DAGSTER_PORT ?= 3000
 DEMO_DAYS ?= 14
 DEMO_CUSTOMERS ?= 500
 # The venv's bin first on PATH: dagster-dbt's prepare_if_dev() runs `dbt parse` through the `dbt` on PATH.
 DEV_ENV = PATH=$(CURDIR)/$(BIN):$$PATH DAGSTER_HOME=$(DAGSTER_HOME) DBT_PROJECT_DIR=$(DBT_PROJECT_DIR) DBT_PROFILES_DIR=$(DBT_PROFILES_DIR) \
-	LANDING_URL=$(LANDING_URL) DUCKDB_PATH=$(DUCKDB_PATH) CRM_URL=$(CRM_URL) CRM_TOKEN=$(CRM_TOKEN)
+	LANDING_URL=$(LANDING_URL) DUCKDB_PATH=$(DUCKDB_PATH) CRM_URL=$(CRM_URL) CRM_TOKEN=$(CRM_TOKEN) \
+	WEBHOOK_URL=$(WEBHOOK_URL) WEBHOOK_SECRET=$(WEBHOOK_SECRET)
 
 .PHONY: help install parse demo-data dev test lint fmt bench clean
 
@@ -56,13 +61,14 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
-# Starts the local CRM server and `dagster dev`; Ctrl-C stops both.
+# Starts the local CRM server, the local webhook receiver and `dagster dev`; Ctrl-C stops all three.
 dev: parse demo-data $(DAGSTER_HOME)/dagster.yaml
 	@mkdir -p .data
 	@export $(DEV_ENV); \
 	$(BIN)/python -m devstack.crm_server --host 127.0.0.1 --port $(CRM_PORT) --db .data/crm.sqlite & crm=$$!; \
-	trap 'kill $$crm 2>/dev/null; wait $$crm 2>/dev/null' EXIT INT TERM; \
-	echo "Local CRM on $(CRM_URL); Dagster UI on http://127.0.0.1:$(DAGSTER_PORT)"; \
+	$(BIN)/python -m devstack.webhook_receiver --host 127.0.0.1 --port $(WEBHOOK_PORT) --log .data/webhooks.jsonl & hooks=$$!; \
+	trap 'kill $$crm $$hooks 2>/dev/null; wait $$crm $$hooks 2>/dev/null' EXIT INT TERM; \
+	echo "Local CRM on $(CRM_URL); webhooks to $(WEBHOOK_URL); Dagster UI on http://127.0.0.1:$(DAGSTER_PORT)"; \
 	$(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT) -w workspace.yaml
 
 test: parse

@@ -300,7 +300,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    for noisy in ("werkzeug", "botocore", "boto3", "urllib3"):  # one line per HTTP request to moto, otherwise
+    for noisy in (
+        "werkzeug",
+        "botocore",
+        "boto3",
+        "urllib3",
+        "httpx",
+        "httpcore",
+    ):  # one line per HTTP request to moto, otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
     started = datetime.now(UTC)

@@ -6,6 +6,8 @@ differ. It implements what that client needs, in HubSpot's request/response shap
 - ``POST /crm/v3/objects/contacts/batch/upsert``: at most 100 inputs, applied in one SQLite transaction;
 - ``GET /crm/v3/objects/contacts?limit=&after=``: cursor paging in contact-id order;
 - ``GET /crm/v3/objects/contacts/{id}`` and ``.../{value}?idProperty=<property>``;
+- ``POST .../batch/read`` (``idProperty`` + ``inputs: [{id}]``): the contacts found; 207 with ``errors`` for the rest;
+- ``POST .../batch/archive`` (``inputs: [{id}]``, object ids): archive (here: delete) them; 204, ids not found ignored;
 - ``GET /_devstack/stats`` (not HubSpot): counts to assert on in tests and benchmarks;
 - ``GET``/``PUT /_devstack/faults`` (not HubSpot): read or replace the fault injection (`FaultConfig`) at runtime;
 - ``GET /healthz``: readiness probe, never needs the token.
@@ -20,13 +22,17 @@ Deliberate simplifications, so tests do not rely on them by accident:
   value (409 ``CONFLICT``, whole batch rolled back). Values are matched exactly (HubSpot lower-cases emails).
   ``GET .../{value}?idProperty=`` with any other property scans and returns the oldest match (HubSpot: 400).
 - The same ``(idProperty, id)`` twice in one batch is rejected (400), as HubSpot does.
+- ``email`` must look like an address (``INVALID_EMAIL``). Like HubSpot, one invalid input fails the whole batch
+  with a 400 whose ``errors`` name each bad input (``in: inputs[3].properties.email``): a client drops those
+  records and resends the rest.
 
 Storage lives in `ContactStore`, apart from the HTTP layer.
 
 ``Idempotency-Key`` on batch upsert (see `ContactStore.upsert_batch_idempotent`): the first request with a key
 applies the batch and records (key, body hash, response) in the same transaction; a later request with that key
-and the same body gets the recorded response back with ``Idempotent-Replayed: true`` and applies nothing; the same
-key with a different body is a 422. Failed requests (400/409, injected faults before applying) record nothing.
+and the same body (compared as canonical JSON) gets the recorded response back with ``Idempotent-Replayed: true``
+and applies nothing; the same key with a different body is a 422. Failed requests (400/409, injected faults before
+applying) record nothing.
 
 Fault injection (`FaultConfig`, batch upsert only) decides before anything is read or applied: ``slow_seconds``
 delay, every ``rate_limit_every``-th request a 429 with ``Retry-After``, ``error_rate`` 503s, ``drop_rate``
@@ -55,6 +61,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -77,6 +84,8 @@ READ_ONLY_PROPERTIES = frozenset({OBJECT_ID_PROPERTY, "createdate", "lastmodifie
 # HubSpot internal property names: letters, digits and underscores, starting with a letter. Checking them here
 # also makes them safe to embed in a JSON path (see ContactStore._register_id_properties).
 PROPERTY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_NAMES_SEEN: set[str] = set()  # property names already checked against PROPERTY_NAME (they repeat in every input)
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 PUBLIC_PATHS = frozenset({"/healthz"})
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 IDEMPOTENT_REPLAYED_HEADER = "Idempotent-Replayed"
@@ -175,6 +184,14 @@ def _property_value(value: object) -> PropertyValue:
     raise TypeError(type(value).__name__)
 
 
+def _property_name_ok(name: object) -> bool:
+    ok = isinstance(name, str) and PROPERTY_NAME.fullmatch(name) and name not in READ_ONLY_PROPERTIES
+    if ok and len(_NAMES_SEEN) < 10_000:
+        _NAMES_SEEN.add(name)
+        return True
+    return isinstance(name, str) and PROPERTY_NAME.fullmatch(name) is not None
+
+
 def parse_upsert_body(body: object) -> list[UpsertInput]:
     """Validate a batch-upsert request body; report every bad input at once, with its position."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
@@ -215,8 +232,16 @@ def parse_upsert_body(body: object) -> list[UpsertInput]:
             bad(index, ".properties", f"expected an object, got {type(raw_properties).__name__}")
             continue
         properties: dict[str, PropertyValue] = {}
+        # Fast path, the usual input: known-good names (never read-only) with string or null values.
+        if _NAMES_SEEN.issuperset(raw_properties) and all(v is None or type(v) is str for v in raw_properties.values()):
+            properties = dict(raw_properties)
+            email = properties.get("email")
+            if email and not EMAIL.fullmatch(email):
+                bad(index, ".properties.email", f"INVALID_EMAIL: {email!r} is not a valid email address")
+                ok = False
+            raw_properties = {}
         for name, value in raw_properties.items():
-            if not PROPERTY_NAME.fullmatch(name):
+            if name not in _NAMES_SEEN and not _property_name_ok(name):
                 bad(index, f".properties[{name!r}]", "expected a property name (letters, digits, _)")
                 ok = False
             elif name in READ_ONLY_PROPERTIES:
@@ -227,6 +252,10 @@ def parse_upsert_body(body: object) -> list[UpsertInput]:
                     properties[name] = _property_value(value)
                 except TypeError as exc:
                     bad(index, f".properties.{name}", f"expected a string, number, boolean or null, got {exc}")
+                    ok = False
+                    continue
+                if name == "email" and properties[name] and not EMAIL.fullmatch(properties[name] or ""):
+                    bad(index, ".properties.email", f"INVALID_EMAIL: {properties[name]!r} is not a valid email address")
                     ok = False
         if not ok:
             continue
@@ -241,6 +270,25 @@ def parse_upsert_body(body: object) -> list[UpsertInput]:
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         raise validation_error(f"{len(errors)} invalid input(s): {shown}{more}", errors)
     return inputs
+
+
+def parse_batch_ids(body: object, *, allow_id_property: bool) -> tuple[str, list[str], list[str] | None]:
+    """(idProperty, ids, property names) of a batch read or archive body: ``{"inputs": [{"id": ...}], ...}``."""
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+        raise validation_error('Expected a JSON object {"inputs": [{"id": ...}]}')
+    inputs = body["inputs"]
+    if len(inputs) > MAX_BATCH_INPUTS:
+        raise validation_error(f"Too many inputs: got {len(inputs)}, at most {MAX_BATCH_INPUTS} are allowed")
+    values = [str(item.get("id")) if isinstance(item, dict) else "" for item in inputs]
+    if any(not value or value == "None" for value in values):
+        raise validation_error("every input needs a non-empty id")
+    id_property = body.get("idProperty") or OBJECT_ID_PROPERTY
+    if not allow_id_property and id_property != OBJECT_ID_PROPERTY:
+        raise validation_error("batch/archive takes object ids only; read them with batch/read and idProperty first")
+    if not isinstance(id_property, str) or not PROPERTY_NAME.fullmatch(id_property):
+        raise validation_error(f"idProperty={id_property!r} is not a property name")
+    names = body.get("properties")
+    return id_property, values, [str(n) for n in names] if isinstance(names, list) else None
 
 
 # --- storage --------------------------------------------------------------------------------------------------
@@ -271,16 +319,20 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     created_at  TEXT NOT NULL
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO id_properties (property) VALUES ('email');
-INSERT OR IGNORE INTO counters (name, value) VALUES ('upsert_requests', 0), ('upserted_inputs', 0);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('upsert_requests', 0), ('upserted_inputs', 0), ('archived', 0);
 """
 
 _CONTACT_COLUMNS = "id, properties, created_at, updated_at"
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def _compact_json(value: object) -> str:
+    """Compact JSON text (orjson: the stand-in must not be what limits a benchmark of its clients)."""
+    return orjson.dumps(value).decode()
 
 
 def _contact(row: tuple[int, str, str, str]) -> Contact:
     contact_id, properties, created_at, updated_at = row
-    return Contact(contact_id, json.loads(properties), created_at, updated_at)
+    return Contact(contact_id, orjson.loads(properties), created_at, updated_at)
 
 
 def _placeholders(count: int) -> str:
@@ -372,8 +424,8 @@ class ContactStore:
 
     def upsert_batch_idempotent(
         self, inputs: Sequence[UpsertInput], *, key: str, body_sha256: str, started_at: str
-    ) -> tuple[int, dict[str, Any], bool]:
-        """Apply `inputs` once per `key`: returns (status, response body, replayed).
+    ) -> tuple[int, str, bool]:
+        """Apply `inputs` once per `key`: returns (status, response body as JSON text, replayed).
 
         The key is looked up inside the write transaction, so concurrent requests with one key serialize on the
         write lock and only the first applies; the others replay its response. A key reused with another body
@@ -392,11 +444,11 @@ class ContactStore:
                         f"{IDEMPOTENCY_KEY_HEADER} {key!r} was already used with a different request payload. "
                         "Reuse a key only to retry the identical request; send a new key for a new request.",
                     )
-                return status, json.loads(response), True
-            body = batch_response(self.apply_upserts(conn, inputs, utc_now()), started_at)
+                return status, response, True
+            body = _compact_json(batch_response(self.apply_upserts(conn, inputs, utc_now()), started_at))
             conn.execute(
                 "INSERT INTO idempotency_keys (key, body_sha256, status, response, created_at) VALUES (?, ?, ?, ?, ?)",
-                (key, body_sha256, 200, _COMPACT_JSON.encode(body), utc_now()),
+                (key, body_sha256, 200, body, utc_now()),
             )
         return 200, body, False
 
@@ -506,7 +558,7 @@ class ContactStore:
             if not state.dirty:
                 continue
             contact = state.contact
-            row = _COMPACT_JSON.encode(contact.properties)
+            row = _compact_json(contact.properties)
             if state.new:
                 inserts.append((contact.id, row, contact.created_at, contact.updated_at))
             else:
@@ -532,6 +584,17 @@ class ContactStore:
             "INSERT INTO contact_ids (property, value, contact_id) VALUES (?, ?, ?)",
             [(prop, value, contact_id) for (prop, value), contact_id in added_keys.items()],
         )
+
+    def archive(self, contact_ids: Sequence[int]) -> int:
+        """Archive (here: delete) contacts by object id in one transaction; ids not found are ignored."""
+        if not contact_ids:
+            return 0
+        with self.write() as conn:
+            marks = _placeholders(len(contact_ids))
+            conn.execute(f"DELETE FROM contact_ids WHERE contact_id IN ({marks})", tuple(contact_ids))
+            archived = conn.execute(f"DELETE FROM contacts WHERE id IN ({marks})", tuple(contact_ids)).rowcount
+            conn.execute("UPDATE counters SET value = value + ? WHERE name = 'archived'", (archived,))
+        return archived
 
     # -- reads --
 
@@ -762,7 +825,8 @@ class BearerTokenAuth:
 async def _json_body(request: Request) -> object:
     raw = await request.body()
     try:
-        return json.loads(raw)
+        raw.decode("utf-8")
+        return orjson.loads(raw)
     except UnicodeDecodeError as exc:
         raise validation_error(f"Request body is not UTF-8: {exc}") from exc
     except json.JSONDecodeError as exc:
@@ -814,18 +878,43 @@ def create_app(db_path: str | Path, token: str | None, faults: FaultConfig | Non
         key = _idempotency_key(request)
         if key is None:
             results = await run_in_threadpool(store.upsert_batch, inputs)
-            status, response, replayed = 200, batch_response(results, started_at), False
+            status, response, replayed = 200, _compact_json(batch_response(results, started_at)), False
         else:
-            body_sha256 = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+            body_sha256 = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
             status, response, replayed = await run_in_threadpool(
                 lambda: store.upsert_batch_idempotent(inputs, key=key, body_sha256=body_sha256, started_at=started_at)
             )
         if replayed:
             logger.info("batch upsert: replayed the response recorded for %s %r", IDEMPOTENCY_KEY_HEADER, key)
-            return JSONResponse(response, status_code=status, headers={IDEMPOTENT_REPLAYED_HEADER: "true"})
+            replay = {IDEMPOTENT_REPLAYED_HEADER: "true"}
+            return Response(response, status_code=status, media_type="application/json", headers=replay)
         if (fault := injector.fail_after_apply()) is not None:
             return fault
-        return JSONResponse(response, status_code=status)
+        return Response(response, status_code=status, media_type="application/json")
+
+    async def batch_read(request: Request) -> Response:
+        body = await _json_body(request)
+        id_property, values, names = parse_batch_ids(body, allow_id_property=True)
+        found = await run_in_threadpool(lambda: [store.find(id_property, value) for value in values])
+        results = [contact.to_json(names) for contact in found if contact is not None]
+        missing = [value for value, contact in zip(values, found, strict=True) if contact is None]
+        response: dict[str, Any] = {"status": "COMPLETE", "results": results}
+        if missing:
+            response["errors"] = [
+                {
+                    "status": "error",
+                    "category": "OBJECT_NOT_FOUND",
+                    "message": "Could not get some CONTACT objects",
+                    "context": {"ids": missing},
+                }
+            ]
+        return JSONResponse(response, status_code=207 if missing else 200)
+
+    async def batch_archive(request: Request) -> Response:
+        _, values, _ = parse_batch_ids(await _json_body(request), allow_id_property=False)
+        ids = [int(value) for value in values if value.isdigit()]
+        await run_in_threadpool(store.archive, ids)
+        return Response(status_code=204)
 
     async def faults_endpoint(request: Request) -> Response:
         if request.method == "PUT":
@@ -880,6 +969,8 @@ def create_app(db_path: str | Path, token: str | None, faults: FaultConfig | Non
     app = Starlette(
         routes=[
             Route(f"{contacts}/batch/upsert", upsert, methods=["POST"]),
+            Route(f"{contacts}/batch/read", batch_read, methods=["POST"]),
+            Route(f"{contacts}/batch/archive", batch_archive, methods=["POST"]),
             Route(contacts, list_contacts, methods=["GET"]),
             Route(f"{contacts}/{{contact_id}}", get_contact, methods=["GET"]),
             Route("/_devstack/stats", stats, methods=["GET"]),

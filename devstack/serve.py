@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Self
 
+import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -133,3 +140,44 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     return args
+
+
+def free_port() -> int:
+    """A port free on loopback right now, for a server started in another process (which cannot report the port
+    it bound back to us); a tiny race with other processes binding in between, acceptable for tests and benches."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def server_process(module: str, *args: str, timeout: float = 30.0, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run `python -m <module> --port <free> <args>` in its own process group; yield its URL once /healthz
+    answers; stop the group afterwards. For servers that must not share this process's GIL (benchmarks, e2e)."""
+    port = free_port()
+    command = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen([*command, *args], start_new_session=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{module} exited with {process.returncode} before answering on {url}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{module} did not answer on {url} within {timeout:.0f} s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -1,10 +1,13 @@
 """Records incoming webhook POSTs, for `make dev` and the integration tests.
 
-Today it stands in for a Slack incoming webhook (answers ``200 ok`` to any POST, like Slack); later it receives the
-generic signed webhooks, which is why it keeps the raw body and every header: a signature is checked against the
-exact bytes that were sent, not against re-serialised JSON.
+It stands in for a Slack incoming webhook (answers ``200 ok`` to any POST, like Slack) and for a receiver of the
+generic signed webhooks. It keeps the raw body and every header: a signature is checked against the exact bytes that
+were sent, not against re-serialised JSON.
 
-- ``POST /<any path>``: record the request; ``200 ok``.
+- ``POST /<any path>``: record the request; ``200 ok``. With a `secret`, the request is verified the way a real
+  receiver should (`pipeline.activation.signing.verify`): a bad or stale signature is recorded with
+  ``rejected`` and answered ``401``. A request whose ``Idempotency-Key`` was already accepted is recorded with
+  ``duplicate: true`` and answered ``200`` again: a receiver applies each key once.
 - ``GET /_devstack/received``: the recorded requests, oldest first. ``DELETE`` clears them.
 - ``GET /healthz``: readiness probe.
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,6 +32,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from devstack.serve import parse_args, run_forever, server_arg_parser
+from pipeline.activation.signing import SignatureError, verify
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ class ReceivedLog:
             return count
 
 
-async def _record(request: Request) -> dict[str, Any]:
+async def _record(request: Request) -> tuple[bytes, dict[str, Any]]:
     raw = await request.body()
     body = raw.decode("utf-8", errors="replace")
     try:
@@ -71,7 +76,7 @@ async def _record(request: Request) -> dict[str, Any]:
     headers: dict[str, str] = {}
     for name, value in request.headers.items():  # names arrive lower-cased; repeats join as HTTP allows
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return {
+    return raw, {
         "received_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "method": request.method,
         "path": request.url.path,
@@ -82,12 +87,27 @@ async def _record(request: Request) -> dict[str, Any]:
     }
 
 
-def create_app(log_path: Path | None = None) -> Starlette:
-    """A receiver that answers every POST with ``200 ok``; the log is reachable as ``app.state.received``."""
+def create_app(log_path: Path | None = None, secret: str | None = None) -> Starlette:
+    """A receiver that answers every POST with ``200 ok`` (verifying signatures with `secret` when given); the log
+    is reachable as ``app.state.received``."""
     received = ReceivedLog(log_path)
+    accepted_keys: set[str] = set()
+    keys_lock = threading.Lock()
 
     async def receive(request: Request) -> Response:
-        record = await _record(request)
+        raw, record = await _record(request)
+        if secret:
+            try:
+                verify(secret, raw, record["headers"])
+            except SignatureError as exc:
+                record["rejected"] = str(exc)
+                await run_in_threadpool(received.append, record)
+                return PlainTextResponse(f"rejected: {exc}", status_code=401)
+        key = record["headers"].get("idempotency-key")
+        if key:
+            with keys_lock:
+                record["duplicate"] = key in accepted_keys
+                accepted_keys.add(key)
         await run_in_threadpool(received.append, record)
         logger.debug("received %s %s (%d bytes)", record["method"], record["path"], len(record["body"]))
         return PlainTextResponse("ok")
@@ -116,8 +136,11 @@ def create_app(log_path: Path | None = None) -> Starlette:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = server_arg_parser("Webhook receiver that records every POST (devstack).", default_port=8766)
     parser.add_argument("--log", type=Path, default=None, help="also append each request to this JSONL file")
+    parser.add_argument(
+        "--secret", default=None, help="verify signed webhooks with this secret (default: $WEBHOOK_SECRET)"
+    )
     args = parse_args(parser, argv)
-    app = create_app(args.log)
+    app = create_app(args.log, args.secret or os.environ.get("WEBHOOK_SECRET") or None)
     logger.info("webhook receiver: log=%s", args.log or "memory only")
     run_forever(app, host=args.host, port=args.port, log_level=args.log_level)
 

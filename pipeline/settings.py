@@ -22,7 +22,7 @@ DATA_DIR = REPO_ROOT / ".data"
 #: whose limit is 1 in dagster.yaml.
 WAREHOUSE_POOL = "warehouse"
 
-SECRET_NAMES = ("CRM_TOKEN", "SLACK_WEBHOOK_URL")
+SECRET_NAMES = ("CRM_TOKEN", "SLACK_WEBHOOK_URL", "WEBHOOK_SECRET")
 
 
 def _path(value: str) -> Path:
@@ -57,6 +57,8 @@ class Settings:
     crm_id_property: str
     crm_batch_size: int
     crm_timeout_seconds: float
+    webhook_url: str
+    sync_concurrency: int
     ui_base_url: str
 
     @classmethod
@@ -83,6 +85,8 @@ class Settings:
             crm_id_property=env.get("CRM_ID_PROPERTY") or "tidewater_customer_id",
             crm_batch_size=batch_size,
             crm_timeout_seconds=float(env.get("CRM_TIMEOUT_SECONDS", "30")),
+            webhook_url=(env.get("WEBHOOK_URL") or "http://127.0.0.1:8766/hooks").rstrip("/"),
+            sync_concurrency=int(env.get("SYNC_CONCURRENCY", "4")),
             ui_base_url=(env.get("DAGSTER_UI_BASE_URL") or "http://127.0.0.1:3000").rstrip("/"),
         )
 

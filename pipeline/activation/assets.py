@@ -2,20 +2,29 @@
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 
 from ..external import destination_spec
-from ..resources import CrmResource, SlackResource, WarehouseResource
+from ..resources import CrmResource, HttpDestinationResource, SlackResource, WarehouseResource, WebhookResource
 from ..settings import WAREHOUSE_POOL, Settings
-from .crm import UpsertSummary, post_batch, upsert_inputs
+from .destinations import CrmDestination, WebhookDestination
 from .gates import blast_radius_refusal, describe, gather, input_refusals
-from .outbox import Batch, DiffCounts, run_sync
-from .syncs import ResolvedSync, load_syncs, resolve_syncs
+from .outbox import REJECTED, Destination, DiffCounts, SyncOutcome, run_sync
+from .syncs import ResolvedSync, SyncSpec, load_syncs, resolve_syncs
 from .transport import RetryingSender
 
 ACTIVATION_GROUP = "activation"
-DESTINATION_KEYS = {"crm_contacts": dg.AssetKey(["crm", "contacts"])}
+#: destination -> the resource that reaches it
+DESTINATION_RESOURCES = {"crm_contacts": "crm", "webhook": "webhook"}
+
+
+def destination_key(spec: SyncSpec) -> dg.AssetKey:
+    if spec.destination == "crm_contacts":
+        return dg.AssetKey(["crm", "contacts"])
+    return dg.AssetKey(["webhook", spec.destination_path.strip("/").replace("/", "__") or spec.name])
 
 
 class SyncConfig(dg.Config):
@@ -26,18 +35,69 @@ class SyncConfig(dg.Config):
     force: bool = False  # send despite failed upstream checks, stale input or the blast-radius limit
 
 
+@contextmanager
+def open_destination(
+    spec: SyncSpec, resource: HttpDestinationResource, sender: RetryingSender
+) -> Iterator[Destination]:
+    """The sync's destination over one pooled client, closed when the sync is done."""
+    with resource.client() as client:
+        if isinstance(resource, CrmResource):
+            yield CrmDestination(
+                client, sender, spec, resource.id_property, resource.batch_size, resource.max_concurrency
+            )
+        elif isinstance(resource, WebhookResource):
+            yield WebhookDestination(
+                client,
+                sender,
+                spec,
+                spec.destination_path,
+                resource.secrets(),
+                resource.batch_size,
+                resource.max_concurrency,
+            )
+        else:
+            raise TypeError(f"no destination for resource {type(resource).__name__}")
+
+
+def sync_metadata(outcome: SyncOutcome, duration: float, retries: int) -> dict[str, Any]:
+    """Planned / sent / skipped / failed counts, batches and speed, for the UI to plot."""
+    counts, deliveries = outcome.counts, outcome.deliveries
+    sent = sum(d.accepted for d in deliveries)
+    return {
+        "planned": counts.planned,
+        "adds": counts.adds,
+        "changes": counts.changes,
+        "deletes": counts.deletes,
+        "unchanged": counts.unchanged,
+        "sent": sent,
+        "created": sum(d.created for d in deliveries),
+        "updated": sum(d.updated for d in deliveries),
+        "deleted": sum(d.deleted for d in deliveries),
+        "failed": sum(len(d.rejected) for d in deliveries),
+        "skipped": counts.skipped,
+        "batches": len(deliveries),
+        "resent_batches": len(outcome.resent),
+        "retries": retries,
+        "duration_seconds": round(duration, 3),
+        "records_per_second": round(sent / duration, 1) if duration else 0.0,
+    }
+
+
 def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
     spec = sync.spec
+    resource_key = DESTINATION_RESOURCES[spec.destination]
 
     @dg.asset(
         name=spec.name,
         description=f"{spec.description}\n\nReads `{spec.model}`, {spec.mode}s into `{spec.destination}`; sends only "
-        "what changed since the last acknowledged send (state and outbox in the warehouse's `activation` schema).",
+        "what changed since the last acknowledged send (state, outbox and rejected records in the warehouse's "
+        "`activation` schema).",
         group_name=ACTIVATION_GROUP,
         kinds={"python", "http"},
         deps=[sync.model_key],
         # Reads the model and writes the sync's state and outbox: a warehouse writer.
         pool=WAREHOUSE_POOL,
+        required_resource_keys={"warehouse", resource_key},
         metadata={
             "model": spec.model,
             "destination": spec.destination,
@@ -45,12 +105,11 @@ def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
             "fields": dg.MetadataValue.json(spec.fields),
         },
     )
-    def _sync(
-        context: dg.AssetExecutionContext, config: SyncConfig, warehouse: WarehouseResource, crm: CrmResource
-    ) -> dg.MaterializeResult:
+    def _sync(context: dg.AssetExecutionContext, config: SyncConfig) -> dg.MaterializeResult:
+        warehouse: WarehouseResource = context.resources.warehouse
         started = time.monotonic()
-        summary = UpsertSummary()
-        sender = RetryingSender(policy=crm.retry_policy())
+        resource: HttpDestinationResource = getattr(context.resources, resource_key)
+        sender = RetryingSender(policy=resource.retry_policy())
         reasons = input_refusals(gather(context.instance, sync.model_key, sync.upstream, sync.checks), spec.model)
         if reasons and not config.force:
             raise dg.Failure(describe(reasons), metadata={"refusals": dg.MetadataValue.json(reasons)})
@@ -64,31 +123,27 @@ def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
             if refusal:
                 raise dg.Failure(describe([refusal]), metadata={"planned": counts.planned, "state_rows": state_rows})
 
-        def to_payload(rows: list[dict]) -> dict:
-            return {"inputs": list(upsert_inputs(rows, spec.primary_key, spec.fields, crm.id_property))}
-
-        with warehouse.connect() as conn, crm.client() as client:
-
-            def send(batch: Batch) -> None:
-                summary.add(post_batch(client, batch.payload, batch.idempotency_key, sender), len(batch.record_keys))
-
+        with warehouse.connect() as conn, open_destination(spec, resource, sender) as destination:
             outcome = run_sync(
                 conn,
                 spec,
                 sync.relation,
                 context.run_id,
-                to_payload,
-                crm.batch_size,
-                send,
+                destination,
                 full_resync=config.full_resync,
                 approve=approve,
                 dry_run=config.dry_run,
             )
-        duration = time.monotonic() - started
+            rejected = conn.execute(
+                f"SELECT record_key, error FROM {REJECTED} WHERE sync_name = ? AND plan_id = ? ORDER BY record_key"
+                " LIMIT 20",
+                [spec.name, context.run_id],
+            ).fetchall()
         counts = outcome.counts
         if config.dry_run:
             context.log.info(
-                f"Dry run: would send {counts.planned} records ({counts.adds} new, {counts.changes} changed)"
+                f"Dry run: would send {counts.planned} records ({counts.adds} new, {counts.changes} changed,"
+                f" {counts.deletes} gone{'' if spec.mode == 'mirror' else ', not deleted in upsert mode'})"
             )
             return dg.MaterializeResult(
                 metadata={
@@ -98,60 +153,65 @@ def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
                     "changes": counts.changes,
                     "deletes": counts.deletes,
                     "unchanged": counts.unchanged,
+                    "skipped": counts.skipped,
                     "sent": 0,
                     "sample": dg.MetadataValue.json(outcome.sample),
                 }
             )
+        metadata = sync_metadata(outcome, time.monotonic() - started, sender.retries)
         context.log.info(
-            f"{spec.destination}: {counts.adds} new, {counts.changes} changed, {counts.unchanged} unchanged;"
-            f" sent {summary.sent} records in {summary.batches} batches"
-            + (f" ({outcome.resent} left pending by an earlier run)" if outcome.resent else "")
+            f"{spec.destination}: {counts.adds} new, {counts.changes} changed, {counts.deletes} gone,"
+            f" {counts.unchanged} unchanged; sent {metadata['sent']} records in {metadata['batches']} batches"
+            + (f" ({len(outcome.resent)} left pending by an earlier run)" if outcome.resent else "")
         )
+        if metadata["failed"]:
+            context.log.warning(
+                f"{metadata['failed']} records refused by {spec.destination} (kept in {REJECTED}, retried when they"
+                f" change): " + "; ".join(f"{key}: {error}" for key, error in rejected[:5])
+            )
         return dg.MaterializeResult(
             metadata={
-                "planned": counts.planned,
-                "adds": counts.adds,
-                "changes": counts.changes,
-                "deletes": counts.deletes,
-                "unchanged": counts.unchanged,
-                "sent": summary.sent,
-                "created": summary.created,
-                "updated": summary.updated,
-                "batches": summary.batches,
-                "resent_batches": outcome.resent,
-                "retries": sender.retries,
-                "duration_seconds": round(duration, 3),
-                "records_per_second": round(summary.sent / duration, 1) if duration else 0.0,
-                "destination_url": dg.MetadataValue.url(crm.base_url),
+                **metadata,
+                "rejected_sample": dg.MetadataValue.json([{"key": k, "error": e} for k, e in rejected]),
+                "rejected_table": REJECTED,
+                "destination_url": dg.MetadataValue.url(f"{resource.base_url}"),
             }
         )
 
     return _sync
 
 
-def destination_specs(syncs: list[ResolvedSync], crm_url: str) -> list[dg.AssetSpec]:
-    return [
-        destination_spec(
-            DESTINATION_KEYS[s.spec.destination],
-            upstream=dg.AssetKey([s.spec.name]),
-            description="Contacts in the CRM (HubSpot CRM v3 shape), written by the contacts sync.",
-            url=f"{crm_url}/crm/v3/objects/contacts",
-        )
-        for s in syncs
-    ]
+def destination_specs(syncs: list[ResolvedSync], crm_url: str, webhook_url: str) -> list[dg.AssetSpec]:
+    specs = []
+    for s in syncs:
+        if s.spec.destination == "crm_contacts":
+            description = "Contacts in the CRM (HubSpot CRM v3 shape), written by the contacts sync."
+            url = f"{crm_url}/crm/v3/objects/contacts"
+        else:
+            description = f"The HTTP endpoint receiving `{s.spec.name}`'s signed batches."
+            url = f"{webhook_url}{s.spec.destination_path}"
+        specs.append(destination_spec(destination_key(s.spec), dg.AssetKey([s.spec.name]), description, url))
+    return specs
 
 
 def summary_text(results: dict[str, dict]) -> str:
+    """One line per sync: the diff, what was sent, refused and skipped, from its latest materialization."""
     lines = ["*Activation run summary*"]
     for name, meta in sorted(results.items()):
         if not meta:
             lines.append(f"• `{name}`: not materialized yet")
             continue
-        lines.append(
-            f"• `{name}`: {meta.get('sent', 0)} sent ({meta.get('created', 0)} created, "
-            f"{meta.get('updated', 0)} updated) in {meta.get('batches', 0)} batches, "
-            f"{meta.get('duration_seconds', 0)} s"
+        diff = (
+            f"{meta.get('adds', 0)} new, {meta.get('changes', 0)} changed, {meta.get('deletes', 0)} gone,"
+            f" {meta.get('unchanged', 0)} unchanged"
         )
+        if meta.get("dry_run"):
+            lines.append(f"• `{name}` (dry run): {diff}; nothing sent")
+            continue
+        line = f"• `{name}`: {diff} → {meta.get('sent', 0)} sent in {meta.get('batches', 0)} batches"
+        if meta.get("failed") or meta.get("skipped"):
+            line += f" ({meta.get('failed', 0)} refused by the destination, {meta.get('skipped', 0)} still refused)"
+        lines.append(f"{line}, {meta.get('duration_seconds', 0)} s")
     return "\n".join(lines)
 
 
@@ -198,7 +258,7 @@ def activation_defs(
     return dg.Definitions(
         assets=[
             *(build_sync_asset(s) for s in syncs),
-            *destination_specs(syncs, settings.crm_url),
+            *destination_specs(syncs, settings.crm_url, settings.webhook_url),
             build_slack_summary_asset(syncs),
         ]
     )

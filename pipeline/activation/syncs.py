@@ -12,8 +12,8 @@ import dagster as dg
 import yaml
 
 SYNCS_PATH = Path(__file__).with_name("syncs.yaml")
-DESTINATIONS = ("crm_contacts",)
-MODES = ("upsert",)
+DESTINATIONS = ("crm_contacts", "webhook")
+MODES = ("upsert", "mirror")
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,12 @@ class SyncSpec:
     fields: dict[str, str]
     #: Refuse to send when more than this share of the records would change at once (unless forced).
     max_change_share: float = 0.5
+    #: webhook destination: the path under WEBHOOK_URL the batches are posted to (default: /<sync name>).
+    path: str = ""
+
+    @property
+    def destination_path(self) -> str:
+        return self.path or f"/{self.name}"
 
     @property
     def columns(self) -> list[str]:
@@ -89,6 +95,7 @@ def load_syncs(path: Path = SYNCS_PATH) -> list[SyncSpec]:
             mode=s.get("mode", "upsert"),
             fields={str(k): str(v) for k, v in (s.get("fields") or {}).items()},
             max_change_share=float(s.get("max_change_share", 0.5)),
+            path=str(s.get("path") or ""),
         )
         if spec.destination not in DESTINATIONS or spec.mode not in MODES or not spec.fields:
             raise ValueError(

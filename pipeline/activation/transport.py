@@ -18,6 +18,17 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """What a destination did with one batch."""
+
+    accepted: int
+    rejected: dict[int, str] = field(default_factory=dict)  # position in the batch -> why it was refused for good
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 6
     base_delay_seconds: float = 0.5

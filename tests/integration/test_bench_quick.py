@@ -15,7 +15,7 @@ from pipeline.settings import REPO_ROOT
 pytestmark = pytest.mark.integration
 
 QUICK_REPORT = REPO_ROOT / "bench" / "results" / "quick.md"
-CASES = ("p3", "p4")
+CASES = ("p3", "p4", "p5")
 
 
 def table_rows(markdown: str) -> list[list[str]]:

@@ -61,7 +61,7 @@ def test_idempotent_replay_returns_recorded_response_and_applies_nothing(start_c
     first = post(client, body, key="k-1")
     assert first.status_code == 200, first.text
     assert "Idempotent-Replayed" not in first.headers
-    assert stats(client) == {"contacts": 2, "upsert_requests": 1, "upserted_inputs": 2}
+    assert stats(client) == {"contacts": 2, "upsert_requests": 1, "upserted_inputs": 2, "archived": 0}
 
     # The same body with keys in another order and whitespace is the same payload.
     again = client.post(
@@ -73,7 +73,7 @@ def test_idempotent_replay_returns_recorded_response_and_applies_nothing(start_c
     assert again.status_code == 200, again.text
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json() == first.json()
-    assert stats(client) == {"contacts": 2, "upsert_requests": 1, "upserted_inputs": 2}
+    assert stats(client) == {"contacts": 2, "upsert_requests": 1, "upserted_inputs": 2, "archived": 0}
 
     # No key: applied as before; a new key: applied once.
     assert post(client, body).status_code == 200
@@ -112,7 +112,7 @@ def test_concurrent_requests_with_one_key_apply_once(start_crm: StartCrm) -> Non
     assert {r.status_code for r in responses} == {200}
     assert sum("Idempotent-Replayed" not in r.headers for r in responses) == 1
     assert len({r.text for r in responses}) == 1
-    assert stats(client) == {"contacts": 50, "upsert_requests": 1, "upserted_inputs": 50}
+    assert stats(client) == {"contacts": 50, "upsert_requests": 1, "upserted_inputs": 50, "archived": 0}
 
 
 def test_every_nth_request_is_rate_limited_with_retry_after(start_crm: StartCrm) -> None:
@@ -136,7 +136,7 @@ def test_error_rate_one_fails_every_upsert_before_applying(start_crm: StartCrm) 
         response = post(client, batch("ada@example.com"), key=key)
         assert response.status_code == 503, response.text
         assert response.json()["status"] == "error"
-    assert stats(client) == {"contacts": 0, "upsert_requests": 0, "upserted_inputs": 0}
+    assert stats(client) == {"contacts": 0, "upsert_requests": 0, "upserted_inputs": 0, "archived": 0}
 
 
 def test_drop_rate_one_drops_the_connection_before_applying(start_crm: StartCrm) -> None:
@@ -144,7 +144,7 @@ def test_drop_rate_one_drops_the_connection_before_applying(start_crm: StartCrm)
     for key in (None, "k"):
         with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
             post(client, batch("ada@example.com"), key=key)
-    assert stats(client) == {"contacts": 0, "upsert_requests": 0, "upserted_inputs": 0}
+    assert stats(client) == {"contacts": 0, "upsert_requests": 0, "upserted_inputs": 0, "archived": 0}
 
 
 def test_fail_after_apply_then_retry_with_same_key_replays_the_200(start_crm: StartCrm) -> None:
@@ -161,7 +161,7 @@ def test_fail_after_apply_then_retry_with_same_key_replays_the_200(start_crm: St
     assert retry.headers["Idempotent-Replayed"] == "true"
     assert retry.json()["results"][0]["id"] == ada.json()["id"]
     assert retry.json()["results"][0]["new"] is True
-    assert stats(client) == {"contacts": 1, "upsert_requests": 1, "upserted_inputs": 1}
+    assert stats(client) == {"contacts": 1, "upsert_requests": 1, "upserted_inputs": 1, "archived": 0}
 
 
 def test_faults_switch_on_a_running_server(start_crm: StartCrm) -> None:

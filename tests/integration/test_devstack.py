@@ -101,7 +101,7 @@ def test_upsert_creates_then_merges_updates(client: httpx.Client) -> None:
     props = ada_after["properties"]
     assert (props["firstname"], props["lastname"], props["age"], props["vip"]) == ("Ada", "Lovelace", "37", "true")
 
-    assert stats(client) == {"contacts": 2, "upsert_requests": 2, "upserted_inputs": 3}
+    assert stats(client) == {"contacts": 2, "upsert_requests": 2, "upserted_inputs": 3, "archived": 0}
 
 
 def test_resending_unchanged_contact_keeps_updated_at(client: httpx.Client) -> None:
@@ -119,7 +119,7 @@ def test_batch_of_100_is_accepted_and_101_rejected(client: httpx.Client) -> None
     body = response.json()
     assert body["category"] == "VALIDATION_ERROR"
     assert "101" in body["message"] and "100" in body["message"]
-    assert stats(client) == {"contacts": 0, "upsert_requests": 0, "upserted_inputs": 0}
+    assert stats(client) == {"contacts": 0, "upsert_requests": 0, "upserted_inputs": 0, "archived": 0}
 
     assert len(upsert(client, too_many[:100])) == 100
     assert stats(client)["contacts"] == 100
@@ -203,7 +203,7 @@ def test_unique_id_property_conflict_rolls_back_batch(client: httpx.Client) -> N
     assert response.status_code == 409, response.text
     assert response.json()["category"] == "CONFLICT"
     assert "ada@example.com" in response.json()["message"]
-    assert stats(client) == {"contacts": 1, "upsert_requests": 1, "upserted_inputs": 1}
+    assert stats(client) == {"contacts": 1, "upsert_requests": 1, "upserted_inputs": 1, "archived": 0}
 
 
 def test_paging_returns_every_contact_once(client: httpx.Client) -> None:
@@ -251,6 +251,7 @@ def test_concurrent_batch_upserts_lose_nothing_and_duplicate_nothing(crm: Server
         "contacts": threads * batches * distinct + batches * shared,
         "upsert_requests": threads * batches,
         "upserted_inputs": threads * batches * (distinct + shared),
+        "archived": 0,
     }
 
 
@@ -291,3 +292,36 @@ def test_webhook_receiver_records_posts(tmp_path: Path) -> None:
 
         assert client.delete("/_devstack/received").json() == {"cleared": 2}
         assert client.get("/_devstack/received").json() == []
+
+
+def test_invalid_email_fails_the_batch_naming_each_bad_input(client: httpx.Client) -> None:
+    inputs = [
+        by_email("ok@x.io"),
+        {"idProperty": "ext_id", "id": "b", "properties": {"email": "no at sign"}},
+        {"idProperty": "ext_id", "id": "c", "properties": {"email": "c@nodot"}},
+    ]
+    response = client.post(UPSERT, json={"inputs": inputs})
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert [e["in"] for e in errors] == ["inputs[1].properties.email", "inputs[2].properties.email"]
+    assert all("INVALID_EMAIL" in e["message"] for e in errors)
+    assert stats(client)["contacts"] == 0, "nothing of the batch was applied"
+
+
+def test_batch_read_by_id_property_then_archive_by_object_id(client: httpx.Client) -> None:
+    created = upsert(client, [by_email(f"u{i}@x.io", firstname=f"U{i}") for i in range(3)])
+    read = client.post(
+        f"{CONTACTS}/batch/read",
+        json={"idProperty": "email", "inputs": [{"id": "u0@x.io"}, {"id": "u2@x.io"}, {"id": "nobody@x.io"}]},
+    )
+    assert read.status_code == 207
+    body = read.json()
+    assert sorted(r["properties"]["email"] for r in body["results"]) == ["u0@x.io", "u2@x.io"]
+    assert body["errors"][0]["context"]["ids"] == ["nobody@x.io"]
+    ids = [r["id"] for r in body["results"]]
+    assert client.post(f"{CONTACTS}/batch/archive", json={"inputs": [{"id": i} for i in ids]}).status_code == 204
+    assert client.post(f"{CONTACTS}/batch/archive", json={"inputs": [{"id": i} for i in ids]}).status_code == 204
+    assert (stats(client)["contacts"], stats(client)["archived"]) == (1, 2)
+    assert client.get(f"{CONTACTS}/{created[0]['id']}").status_code == 404
+    refused = client.post(f"{CONTACTS}/batch/archive", json={"idProperty": "email", "inputs": [{"id": "u1@x.io"}]})
+    assert refused.status_code == 400, "archive takes object ids only, as in HubSpot"

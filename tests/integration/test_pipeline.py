@@ -10,9 +10,11 @@ from devstack.serve import ServerThread
 from pipeline.demo_data import generate
 
 TOKEN = "test-token"
+SECRET = "whsec-pipeline"
 DIM_CUSTOMERS = dg.AssetKey("dim_customers")
 SYNC = dg.AssetKey("crm_contacts_sync")
 CRM_CONTACTS = dg.AssetKey(["crm", "contacts"])
+WEBHOOK_SYNC = dg.AssetKey("segment_summary_webhook")
 RAW_TABLES = ("customers", "products", "orders", "order_items", "payments")
 
 
@@ -23,15 +25,25 @@ def stack(tmp_path_factory, module_env, demo_manifest):
     with (
         ServerThread(crm_server.create_app(root / "crm.sqlite", token=TOKEN)) as crm,
         ServerThread(webhook_receiver.create_app()) as hooks,
+        ServerThread(webhook_receiver.create_app(secret=SECRET)) as signed,
     ):
         module_env.setenv("LANDING_URL", str(root / "landing"))
         module_env.setenv("DUCKDB_PATH", str(root / "warehouse.duckdb"))
         module_env.setenv("CRM_URL", crm.url)
         module_env.setenv("CRM_TOKEN", TOKEN)
         module_env.setenv("SLACK_WEBHOOK_URL", f"{hooks.url}/services/T0/B0/slack")
+        module_env.setenv("WEBHOOK_URL", f"{signed.url}/hooks")
+        module_env.setenv("WEBHOOK_SECRET", SECRET)
         from pipeline.definitions import defs
 
-        yield {"root": root, "summary": summary, "crm": crm.url, "hooks": hooks.url, "defs": defs()}
+        yield {
+            "root": root,
+            "summary": summary,
+            "crm": crm.url,
+            "hooks": hooks.url,
+            "signed": signed.url,
+            "defs": defs(),
+        }
 
 
 def crm_get(stack, path: str, **params) -> dict:
@@ -53,7 +65,8 @@ def test_graph_runs_from_the_bucket_to_the_crm(stack):
     # mart -> sync -> CRM object, and the Slack summary after the sync.
     assert graph.get(SYNC).parent_keys == {DIM_CUSTOMERS}
     assert graph.get(CRM_CONTACTS).parent_keys == {SYNC}
-    assert graph.get(dg.AssetKey("slack_run_summary")).parent_keys == {SYNC}
+    assert graph.get(dg.AssetKey("slack_run_summary")).parent_keys == {SYNC, WEBHOOK_SYNC}
+    assert graph.get(dg.AssetKey(["webhook", "segments"])).parent_keys == {WEBHOOK_SYNC}
     # And the path is unbroken: everything from both landing prefixes is upstream of the CRM object.
     upstream = graph.upstream_key_iterator(CRM_CONTACTS)
     assert {dg.AssetKey(["landing", "shop"]), dg.AssetKey(["landing", "billing"]), DIM_CUSTOMERS} <= set(upstream)
@@ -128,6 +141,15 @@ def test_materialize_all(stack):
     received = httpx.get(f"{stack['hooks']}/_devstack/received").json()
     assert len(received) == 1 and received[0]["path"] == "/services/T0/B0/slack"
     assert f"{customers} sent" in received[0]["json"]["text"] and TOKEN not in received[0]["body"]
+    assert "segment_summary_webhook" in received[0]["json"]["text"]
+
+    # The segment mart reached the signed webhook: six segments in one batch, signature verified by the receiver.
+    [hook] = httpx.get(f"{stack['signed']}/_devstack/received").json()
+    assert hook["path"] == "/hooks/segments" and "rejected" not in hook
+    assert sorted(r["customer_segment"] for r in hook["json"]["records"]) == sorted(
+        ["prospect", "new", "active", "loyal", "vip", "lapsed"]
+    )
+    assert sum(r["customers"] for r in hook["json"]["records"]) == customers
 
 
 def test_an_unchanged_rerun_sends_nothing_and_a_full_resync_updates_in_place(stack):
@@ -173,7 +195,8 @@ def test_sync_gates_watch_every_check_upstream_of_the_mart(stack):
 
     stage = transformation_defs(Settings.from_env(), ingested=set())
     contracts = {dg.AssetKey(["raw", t]): ["landing_contract"] for t in RAW_TABLES}
-    [sync] = resolve_syncs(load_syncs(), stage.manifest, stage.key_of, contracts)
+    syncs = resolve_syncs(load_syncs(), stage.manifest, stage.key_of, contracts)
+    [sync] = [s for s in syncs if s.spec.name == "crm_contacts_sync"]
     assert {dg.AssetKey(["raw", t]) for t in RAW_TABLES} <= sync.upstream
     assert dg.AssetKey("stg_shop__customers") in sync.upstream and DIM_CUSTOMERS not in sync.upstream
     assert dg.AssetCheckKey(dg.AssetKey(["raw", "orders"]), "landing_contract") in sync.checks

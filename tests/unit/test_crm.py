@@ -1,34 +1,62 @@
-from datetime import date, datetime
-from decimal import Decimal
+import json
 
+import duckdb
 import pytest
 
-from pipeline.activation.crm import batched, to_property, upsert_inputs
+from pipeline.activation import shape
+from pipeline.activation.crm import batched
+from pipeline.activation.destinations import CrmDestination, WebhookDestination
+from pipeline.activation.syncs import SyncSpec
+
+
+def spec(fields):
+    return SyncSpec("s", "", "m", "crm_contacts", "customer_id", "upsert", fields)
+
+
+def shaped(destination, conn, relation="m"):
+    types = shape.column_types(conn, relation, destination.spec.columns)
+    return [
+        r[0] for r in conn.execute(f"SELECT {destination.record_sql(types)} FROM {relation} m ORDER BY 1").fetchall()
+    ]
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
+    ("sql_value", "expected"),
     [
-        (None, ""),
-        (True, "true"),
-        (False, "false"),
-        (Decimal("1234.50"), "1234.50"),
-        (datetime(2026, 11, 3, 9, 5, 1, 999), "2026-11-03T09:05:01"),
-        (date(2026, 11, 3), "2026-11-03"),
-        (42, "42"),
-        ("x", "x"),
+        ("NULL::VARCHAR", ""),
+        ("true", "true"),
+        ("false", "false"),
+        ("1234.50::DECIMAL(18, 2)", "1234.50"),
+        ("TIMESTAMP '2026-11-03 09:05:01.000999'", "2026-11-03T09:05:01"),
+        ("TIMESTAMPTZ '2026-11-03 09:05:01+02'", "2026-11-03T07:05:01+00:00"),
+        ("DATE '2026-11-03'", "2026-11-03"),
+        ("42", "42"),
+        ("'x'", "x"),
     ],
 )
-def test_property_values_are_hubspot_strings(value, expected):
-    assert to_property(value) == expected
+def test_property_values_are_hubspot_strings(sql_value, expected):
+    with duckdb.connect() as conn:
+        conn.execute(f"CREATE TABLE m AS SELECT 7 AS customer_id, {sql_value} AS v")
+        [record] = shaped(CrmDestination(None, None, spec({"v": "prop"}), "ext_id"), conn)
+    assert json.loads(record) == {"idProperty": "ext_id", "id": "7", "properties": {"prop": expected}}
 
 
-def test_upsert_inputs_shape():
-    rows = [{"customer_id": 7, "email": "a@example.com", "lifetime_value": Decimal("10.00"), "vip": None}]
-    fields = {"email": "email", "lifetime_value": "ltv", "vip": "vip"}
-    assert list(upsert_inputs(rows, "customer_id", fields, "ext_id")) == [
-        {"idProperty": "ext_id", "id": "7", "properties": {"email": "a@example.com", "ltv": "10.00", "vip": ""}}
-    ]
+def test_webhook_records_keep_json_types_and_stringify_decimals_and_times():
+    with duckdb.connect() as conn:
+        conn.execute(
+            "CREATE TABLE m AS SELECT 7 AS customer_id, 'a\"b' AS name, 2.50::DECIMAL(6, 2) AS value, true AS vip,"
+            " NULL::INT AS n, TIMESTAMP '2026-11-03 09:05:01' AS at"
+        )
+        fields = {"name": "name", "value": "value", "vip": "vip", "n": "n", "at": "at"}
+        [record] = shaped(WebhookDestination(None, None, spec(fields), "/x", ["s"]), conn)
+    assert json.loads(record) == {
+        "customer_id": 7,
+        "name": 'a"b',
+        "value": "2.50",
+        "vip": True,
+        "n": None,
+        "at": "2026-11-03T09:05:01",
+    }
 
 
 def test_batches_never_exceed_the_limit():
