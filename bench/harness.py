@@ -37,6 +37,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 #: The full run's report is committed; the quick one (tests, smoke runs) is written elsewhere so it never replaces it.
 FULL_REPORT = RESULTS_DIR / "latest.md"
 QUICK_REPORT = RESULTS_DIR / "quick.md"
+PARTIAL_REPORT = RESULTS_DIR / "partial.md"
 DEFAULT_REPEAT = 3
 VERSIONS_OF = ("duckdb", "dagster", "boto3", "moto")
 
@@ -300,14 +301,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    for noisy in (
-        "werkzeug",
-        "botocore",
-        "boto3",
-        "urllib3",
-        "httpx",
-        "httpcore",
-    ):  # one line per HTTP request to moto, otherwise
+    # One line per HTTP request (to moto, to the local CRM) otherwise.
+    for noisy in ("werkzeug", "botocore", "boto3", "urllib3", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args(argv)
     started = datetime.now(UTC)
@@ -316,7 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s: %s (%s, %d repetition(s))", case.id, case.title, "quick" if args.quick else "full", args.repeat)
         results.append(run_case(case, quick=args.quick, repeat=args.repeat))
     text = report(results, command=command_line(argv), quick=args.quick, repeat=args.repeat, started=started)
-    target = QUICK_REPORT if args.quick else FULL_REPORT
+    # Only a full run of every case replaces the committed report; a subset (--cases, --repeat 1, ...) goes beside it.
+    from .cases import CASES
+
+    complete = not args.quick and len(args.cases) == len(CASES) and args.repeat >= DEFAULT_REPEAT
+    target = QUICK_REPORT if args.quick else FULL_REPORT if complete else PARTIAL_REPORT
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     sys.stdout.write(results_table(results) + "\n")
