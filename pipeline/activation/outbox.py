@@ -1,15 +1,16 @@
 """Diff-based, exactly-once activation: per-sync state, a planned diff, and an outbox of idempotent batches.
 
     activation.sync_state     one row per record last sent: (sync, key, hash of the mapped fields, when)
-    activation.sync_outbox    the batches a plan will send, each with an idempotency key and a status
+    activation.sync_outbox    the batches a plan will send, each with an idempotency key and a status (the body
+                              is dropped once sent; keys, status and times stay as the audit trail)
     activation.sync_rejected  records the destination refused for good (e.g. an invalid email), with the reason;
                               skipped until their mapped fields change, then tried again
 
 A run first finishes any batch an earlier run planned but did not see acknowledged (same idempotency key, so
 a destination that honours it applies it once), then diffs the model against the state in SQL and writes the
 new batches to the outbox *before* sending anything. A batch is marked sent, and the state of its records
-updated, in one transaction after a 2xx. Whatever the process dies of, the next run sends only what is left.
-Batches go out `destination.concurrency` at a time; each is marked as its answer comes back.
+updated, in one transaction after its 2xx (acknowledged batches are marked in groups). Whatever the process dies
+of, the next run sends only what is left. Batches go out `destination.concurrency` at a time.
 
 Upsert mode sends adds and changes; mirror mode also sends deletes (records gone from the model).
 """
@@ -277,7 +278,7 @@ def mark_sent(
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute(
-            f"UPDATE {OUTBOX} SET status = 'sent', sent_at = ?, attempts = attempts + 1"
+            f"UPDATE {OUTBOX} SET status = 'sent', sent_at = ?, attempts = attempts + 1, payload = NULL"
             " WHERE sync_name = ? AND idempotency_key IN (SELECT unnest(?))",
             [now, sync, [batch.idempotency_key for batch, _ in acknowledged]],
         )
