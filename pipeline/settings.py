@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 
@@ -37,6 +38,14 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     return value
 
 
+def _timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"PIPELINE_TIMEZONE must be an IANA time zone such as Europe/Berlin, got {name!r}") from exc
+    return name
+
+
 @dataclass(frozen=True)
 class Settings:
     """Non-secret settings. Build with `Settings.from_env()` inside a definitions loader or a run."""
@@ -60,6 +69,15 @@ class Settings:
     webhook_url: str
     sync_concurrency: int
     ui_base_url: str
+    #: IANA zone the schedules and freshness deadlines are read in
+    timezone: str
+    daily_build_cron: str
+    #: raw files of a landing day are expected by this cron tick (in `timezone`)
+    raw_freshness_deadline_cron: str
+    #: marts must have been rebuilt within this many hours
+    mart_freshness_hours: float
+    #: where each dbt invocation's manifest.json / run_results.json are kept: a folder or an s3:// prefix
+    dbt_artifacts_url: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +106,11 @@ class Settings:
             webhook_url=(env.get("WEBHOOK_URL") or "http://127.0.0.1:8766/hooks").rstrip("/"),
             sync_concurrency=int(env.get("SYNC_CONCURRENCY", "4")),
             ui_base_url=(env.get("DAGSTER_UI_BASE_URL") or "http://127.0.0.1:3000").rstrip("/"),
+            timezone=_timezone(env.get("PIPELINE_TIMEZONE") or "UTC"),
+            daily_build_cron=env.get("DAILY_BUILD_CRON") or "0 6 * * *",
+            raw_freshness_deadline_cron=env.get("RAW_FRESHNESS_DEADLINE_CRON") or "0 9 * * *",
+            mart_freshness_hours=float(env.get("MART_FRESHNESS_HOURS", "26")),
+            dbt_artifacts_url=env.get("DBT_ARTIFACTS_URL") or str(DATA_DIR / "dbt_artifacts"),
         )
 
 

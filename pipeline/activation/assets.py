@@ -6,7 +6,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
+import httpx
 
+from ..automation.conditions import dbt_depth, on_upstream_change
+from ..automation.retries import TRANSIENT_RETRY
 from ..external import destination_spec
 from ..resources import CrmResource, HttpDestinationResource, SlackResource, WarehouseResource, WebhookResource
 from ..settings import WAREHOUSE_POOL, Settings
@@ -83,7 +86,13 @@ def sync_metadata(outcome: SyncOutcome, duration: float, retries: int) -> dict[s
     }
 
 
-def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
+def permanent(status_code: int) -> bool:
+    """A client error other than 429: retrying the same request cannot succeed."""
+    return 400 <= status_code < 500 and status_code != 429
+
+
+def build_sync_asset(sync: ResolvedSync, depth: int = 1) -> dg.AssetsDefinition:
+    """`depth`: levels from the raw tables down to this sync (for its automation condition)."""
     spec = sync.spec
     resource_key = DESTINATION_RESOURCES[spec.destination]
 
@@ -98,6 +107,8 @@ def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
         # Reads the model and writes the sync's state and outbox: a warehouse writer.
         pool=WAREHOUSE_POOL,
         required_resource_keys={"warehouse", resource_key},
+        automation_condition=on_upstream_change(depth),
+        retry_policy=TRANSIENT_RETRY,
         metadata={
             "model": spec.model,
             "destination": spec.destination,
@@ -112,7 +123,9 @@ def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
         sender = RetryingSender(policy=resource.retry_policy())
         reasons = input_refusals(gather(context.instance, sync.model_key, sync.upstream, sync.checks), spec.model)
         if reasons and not config.force:
-            raise dg.Failure(describe(reasons), metadata={"refusals": dg.MetadataValue.json(reasons)})
+            raise dg.Failure(
+                describe(reasons), metadata={"refusals": dg.MetadataValue.json(reasons)}, allow_retries=False
+            )
         for reason in reasons:
             context.log.warning(f"Forced past: {reason}")
 
@@ -121,19 +134,33 @@ def build_sync_asset(sync: ResolvedSync) -> dg.AssetsDefinition:
             exempt = config.force or config.full_resync
             refusal = None if exempt else blast_radius_refusal(counts, state_rows, spec.max_change_share)
             if refusal:
-                raise dg.Failure(describe([refusal]), metadata={"planned": counts.planned, "state_rows": state_rows})
+                raise dg.Failure(
+                    describe([refusal]),
+                    metadata={"planned": counts.planned, "state_rows": state_rows},
+                    allow_retries=False,
+                )
 
         with warehouse.connect() as conn, open_destination(spec, resource, sender) as destination:
-            outcome = run_sync(
-                conn,
-                spec,
-                sync.relation,
-                context.run_id,
-                destination,
-                full_resync=config.full_resync,
-                approve=approve,
-                dry_run=config.dry_run,
-            )
+            try:
+                outcome = run_sync(
+                    conn,
+                    spec,
+                    sync.relation,
+                    context.run_id,
+                    destination,
+                    full_resync=config.full_resync,
+                    approve=approve,
+                    dry_run=config.dry_run,
+                )
+            except httpx.HTTPStatusError as exc:
+                if not permanent(exc.response.status_code):
+                    raise  # 5xx after the transport's own retries: the step's retry policy tries again later
+                # 4xx (not 429): bad credentials, a wrong URL, a refused signature: waiting will not help.
+                raise dg.Failure(
+                    f"{spec.destination} refused the sync: {exc}. The batch stays pending in the outbox and is sent"
+                    " first by the next run.",
+                    allow_retries=False,
+                ) from exc
             rejected = conn.execute(
                 f"SELECT record_key, error FROM {REJECTED} WHERE sync_name = ? AND plan_id = ? ORDER BY record_key"
                 " LIMIT 20",
@@ -215,7 +242,7 @@ def summary_text(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def build_slack_summary_asset(syncs: list[ResolvedSync]) -> dg.AssetsDefinition:
+def build_slack_summary_asset(syncs: list[ResolvedSync], depth: int = 1) -> dg.AssetsDefinition:
     sync_keys = [dg.AssetKey([s.spec.name]) for s in syncs]
 
     @dg.asset(
@@ -225,6 +252,8 @@ def build_slack_summary_asset(syncs: list[ResolvedSync]) -> dg.AssetsDefinition:
         group_name=ACTIVATION_GROUP,
         kinds={"slack"},
         deps=sync_keys,
+        automation_condition=on_upstream_change(depth),
+        retry_policy=TRANSIENT_RETRY,
     )
     def _slack(context: dg.AssetExecutionContext, slack: SlackResource) -> Iterator[dg.MaterializeResult]:
         if not slack.enabled:
@@ -253,12 +282,13 @@ def activation_defs(
     settings: Settings, manifest: dict, key_of, extra_checks: dict[dg.AssetKey, list[str]] | None = None
 ) -> dg.Definitions:
     syncs = resolve_syncs(load_syncs(), manifest, key_of, extra_checks)
+    depth = dbt_depth(manifest)
     if not syncs:
         return dg.Definitions()
     return dg.Definitions(
         assets=[
-            *(build_sync_asset(s) for s in syncs),
+            *(build_sync_asset(s, depth + 1) for s in syncs),
             *destination_specs(syncs, settings.crm_url, settings.webhook_url),
-            build_slack_summary_asset(syncs),
+            build_slack_summary_asset(syncs, depth + 2),
         ]
     )

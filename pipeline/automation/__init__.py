@@ -1,1 +1,1 @@
-"""How and when runs happen: the executor, jobs, schedules, sensors and alerts."""
+"""How the graph runs itself: the executor, event-driven chaining, the daily schedule, retries, alerts, freshness."""

@@ -6,6 +6,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
+from ..automation.retries import TRANSIENT_RETRY
 from ..external import landing_asset_key, landing_specs
 from ..resources import LandingResource, WarehouseResource
 from ..settings import WAREHOUSE_POOL, Settings
@@ -113,6 +114,7 @@ def build_ingestion_asset(
         # A backfill of many days is one run that loads every file in the range, not one run per day.
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
+        retry_policy=TRANSIENT_RETRY,
         check_specs=[
             dg.AssetCheckSpec(
                 CONTRACT_CHECK,
@@ -145,7 +147,9 @@ def build_ingestion_asset(
         if not found:
             span = f"{days[0]}..{days[-1]}" if len(days) > 1 else str(days[0])
             expected = f"{store.url.rstrip('/')}/{contract.system}/<YYYY-MM-DD>/{contract.file}.<csv|jsonl|parquet>"
-            raise dg.Failure(f"No landing file for {contract.qualified_name} on {span}: expected {expected}")
+            raise dg.Failure(
+                f"No landing file for {contract.qualified_name} on {span}: expected {expected}", allow_retries=False
+            )
         loads: list[FileLoad] = []
         rejected: list[tuple[ContractViolation, str]] = []
         with warehouse.connect() as conn:
@@ -176,6 +180,7 @@ def build_ingestion_asset(
             raise dg.Failure(
                 description="\n".join(f"{v} -> quarantined at {where}" for v, where in rejected),
                 metadata={**metadata, "quarantined": dg.MetadataValue.json([where for _, where in rejected])},
+                allow_retries=False,  # the file is quarantined: a retry would find nothing to load
             )
         yield dg.MaterializeResult(metadata=metadata)
 

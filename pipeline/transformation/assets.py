@@ -11,6 +11,7 @@ import dagster as dg
 import duckdb
 from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject, dbt_assets
 
+from ..automation.conditions import dbt_depth
 from ..settings import WAREHOUSE_POOL, Settings
 from .project import dbt_project, dbt_resource
 from .translator import PipelineTranslator
@@ -146,8 +147,8 @@ def external_source_specs(
 
 def transformation_defs(settings: Settings, ingested: set[dg.AssetKey]) -> DbtStage:
     project = dbt_project(settings)
-    translator = PipelineTranslator()
     manifest = json.loads(project.manifest_path.read_text())
+    translator = PipelineTranslator(depth=dbt_depth(manifest))
 
     def key_of(unique_id: str) -> dg.AssetKey:
         return translator.get_asset_spec(manifest, unique_id, project).key

@@ -10,6 +10,8 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
 
+from ..automation.conditions import on_upstream_change
+
 
 def group_from_path(resource_props: Mapping[str, Any]) -> str | None:
     """The top folder under the resource's path (models/<staging>/..., seeds/, snapshots/) as a group name.
@@ -36,8 +38,10 @@ def owners_from_meta(resource_props: Mapping[str, Any]) -> list[str] | None:
 
 
 class PipelineTranslator(DagsterDbtTranslator):
-    def __init__(self) -> None:
+    def __init__(self, depth: int = 1) -> None:
+        """`depth`: levels from the raw tables to the deepest node, for the automation condition."""
         super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+        self.automation_condition = on_upstream_change(depth)
 
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
@@ -47,4 +51,6 @@ class PipelineTranslator(DagsterDbtTranslator):
         return spec.replace_attributes(
             **({"group_name": group} if group else {}),
             **({"owners": owners} if owners else {}),
+            # Rebuilt when anything upstream (a raw partition, a seed) changes: see pipeline/automation/conditions.
+            automation_condition=self.automation_condition,
         )

@@ -1,0 +1,74 @@
+"""Event-driven chaining: when a raw partition loads, the dbt models and syncs downstream of it run — once.
+
+Files arrive through the landing sensor, which requests the raw partition of each file's landing day. Everything
+downstream carries `on_upstream_change(...)`, evaluated by `AUTOMATION_SENSOR`:
+
+- it fires when any upstream asset (partition) was updated since the asset was last requested or materialized,
+  or will be requested in the same evaluation — so dbt and the syncs downstream of one raw load are requested
+  together, as one run (they share no partitions);
+- it waits while anything upstream — not only direct parents, every level up to the raw tables — is still
+  running, so five files landing together (five raw runs) give one downstream run once the last of them is
+  done, not one per load that happens to finish first;
+- it never fires while the asset itself is running (`~in_progress`): no pile-up behind a slow dbt build;
+- unlike `AutomationCondition.eager()` it does not wait for *every* upstream partition to exist — the raw tables
+  are daily-partitioned from LANDING_START_DATE, and most past days never receive files — and it does not
+  materialize assets merely because they are missing (a fresh deployment waits for data, not for a cron).
+
+Failed upstream checks are not a reason to hold back here: the sync gates refuse to send and fail with the reason,
+which is what pages the owner (see `alerts`).
+"""
+
+import dagster as dg
+
+
+def upstream_in_progress(depth: int) -> dg.AutomationCondition:
+    """True while any asset up to `depth` levels upstream is in progress (Dagster's `any_deps_in_progress` only
+    looks at direct parents)."""
+    condition: dg.AutomationCondition = dg.AutomationCondition.in_progress()
+    for _ in range(max(depth, 1) - 1):
+        condition = dg.AutomationCondition.in_progress() | dg.AutomationCondition.any_deps_match(condition)
+    return dg.AutomationCondition.any_deps_match(condition).with_label("any_upstream_in_progress")
+
+
+def on_upstream_change(depth: int) -> dg.AutomationCondition:
+    """The condition of every asset downstream of the raw tables; `depth`: the longest path above it."""
+    return (
+        dg.AutomationCondition.in_latest_time_window()
+        & dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & ~upstream_in_progress(depth)
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("on_upstream_change")
+
+
+def longest_path(parents: dict[str, list[str]]) -> int:
+    """Edges on the longest path of a DAG given as node -> parents (e.g. a dbt manifest's parent_map)."""
+    memo: dict[str, int] = {}
+
+    def depth(node: str) -> int:
+        if node not in memo:
+            memo[node] = 0  # a cycle (none in dbt) would end here instead of recursing forever
+            memo[node] = max((depth(p) + 1 for p in parents.get(node, [])), default=0)
+        return memo[node]
+
+    return max((depth(n) for n in parents), default=0)
+
+
+def dbt_depth(manifest: dict) -> int:
+    """Levels from a raw table (a dbt source) down to the deepest dbt node; tests are not levels."""
+    parents = {
+        node: [p for p in ps if not p.startswith("test.")]
+        for node, ps in manifest.get("parent_map", {}).items()
+        if not node.startswith(("test.", "unit_test."))
+    }
+    return longest_path(parents)
+
+
+#: Evaluates the conditions of every asset; on by default, so `make dev` and production chain without a click.
+AUTOMATION_SENSOR = dg.AutomationConditionSensorDefinition(
+    "downstream_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=15,
+    description="Requests dbt models and syncs whose upstream changed (on_upstream_change), one run per change.",
+    emit_backfills=False,
+)

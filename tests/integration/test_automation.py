@@ -1,0 +1,123 @@
+"""Schedules and event-driven chaining, evaluated against a real instance (no daemon, no clock waits)."""
+
+from contextlib import ExitStack
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
+
+from pipeline.automation.schedules import DAILY_BUILD_JOB
+
+RAW = [dg.AssetKey(["raw", t]) for t in ("customers", "products", "orders", "order_items", "payments")]
+SYNCS = {dg.AssetKey("crm_contacts_sync"), dg.AssetKey("segment_summary_webhook"), dg.AssetKey("slack_run_summary")}
+
+
+@pytest.fixture(scope="module")
+def load(module_env, demo_manifest, tmp_path_factory):
+    root = tmp_path_factory.mktemp("automation")
+    module_env.setenv("DUCKDB_PATH", str(root / "w.duckdb"))
+    module_env.setenv("LANDING_URL", str(root / "landing"))
+
+    def _load(**env):
+        for name, value in env.items():
+            module_env.setenv(name, value)
+        from pipeline.definitions import defs
+
+        return defs()
+
+    return _load
+
+
+@pytest.fixture
+def stack():
+    with ExitStack() as exit_stack:
+        yield exit_stack
+
+
+def loaded(instance, key, partition=None):
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
+
+
+def runs_requested(defs, result):
+    """The run requests the automation sensor would launch for this evaluation (its own grouping code)."""
+    graph = defs.resolve_asset_graph()
+    return build_run_requests(result._requested_subsets, graph, run_tags=None, emit_backfills=False)  # noqa: SLF001
+
+
+def test_one_arrival_gives_one_downstream_run_and_no_storm(load):
+    defs = load()
+    instance = dg.DagsterInstance.ephemeral()
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert first.total_requested == 0, "a fresh deployment waits for data instead of building everything"
+
+    loaded(instance, RAW[0], "2026-11-01")  # the landing sensor's run loaded one file
+    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    requested = {k for k in defs.resolve_asset_graph().get_all_asset_keys() if second.get_requested_partitions(k)}
+    assert dg.AssetKey("stg_shop__customers") in requested and dg.AssetKey("dim_customers") in requested
+    assert requested >= SYNCS, "dbt and the syncs downstream of the load are requested together"
+    assert not requested & set(RAW), "raw tables load on arrival, not on automation"
+    assert dg.AssetKey("stg_billing__payments") not in requested, "nothing outside the load's downstream"
+    [run] = runs_requested(defs, second)
+    assert set(run.asset_selection) >= SYNCS
+
+    third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
+    assert third.total_requested == 0, "requested once: the next tick does not ask again"
+
+
+def test_a_burst_of_arrivals_waits_for_the_last_load_and_gives_one_run(load):
+    defs = load()
+    instance = dg.DagsterInstance.ephemeral()
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+    # Four tables loaded; the fifth load is still running (a run that planned raw/payments has started).
+    for key in RAW[:4]:
+        loaded(instance, key, "2026-11-02")
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={RAW[4]})
+    instance.create_run_for_job(
+        job, status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": "2026-11-02"}, asset_selection={RAW[4]}
+    )
+    waiting = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    held = {dg.AssetKey("stg_billing__payments"), dg.AssetKey("fct_payments"), dg.AssetKey("dim_customers")}
+    assert not any(waiting.get_requested_partitions(k) for k in held), "waits while an upstream load runs"
+
+
+def test_daily_build_covers_the_graph_by_selection_in_the_configured_zone(load, stack):
+    defs = load(PIPELINE_TIMEZONE="America/New_York", DAILY_BUILD_CRON="30 5 * * *")
+    schedule = defs.resolve_schedule_def("daily_build_schedule")
+    repo = defs.get_repository_def()
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 5 * * *", "America/New_York")
+    job = defs.resolve_job_def(DAILY_BUILD_JOB)
+    graph_keys = {k for k in defs.resolve_asset_graph().materializable_asset_keys}
+    assert set(job.asset_layer.executable_asset_keys) == graph_keys, "every materializable asset, by selection"
+
+    instance = stack.enter_context(dg.instance_for_test())  # schedule contexts need a persistent instance
+    # 05:30 in New York on Nov 24 is 10:30 UTC: the build loads New York's yesterday, Nov 23.
+    tick = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick, repository_def=repo) as context:
+        request = schedule.evaluate_tick(context).run_requests[0]
+    assert request.partition_key == "2026-11-23"
+    assert request.tags["pipeline/timezone"] == "America/New_York"
+    # Just after midnight UTC it is still the evening before in New York: yesterday there is Nov 22.
+    late = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=late, repository_def=repo) as context:
+        assert schedule.evaluate_tick(context).run_requests[0].partition_key == "2026-11-22"
+
+
+def test_a_tick_is_skipped_while_the_previous_daily_build_runs(load, stack):
+    defs = load()
+    schedule = defs.resolve_schedule_def("daily_build_schedule")
+    repo = defs.get_repository_def()
+    instance = stack.enter_context(dg.instance_for_test())
+    running = instance.create_run_for_job(defs.resolve_job_def(DAILY_BUILD_JOB), status=dg.DagsterRunStatus.STARTED)
+    with dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime.now(UTC), repository_def=repo
+    ) as context:
+        result = schedule.evaluate_tick(context)
+    assert not result.run_requests
+    assert running.run_id in result.skip_message and "still started" in result.skip_message
+
+    instance.report_run_failed(running)
+    with dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime.now(UTC), repository_def=repo
+    ) as context:
+        assert len(schedule.evaluate_tick(context).run_requests) == 1, "runs again once the previous one ended"
