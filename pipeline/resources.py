@@ -14,6 +14,7 @@ import httpx
 from .activation.transport import RetryPolicy
 from .ingestion.landing import LandingStore, open_landing_store
 from .settings import Settings, secret
+from .transformation.artifacts import ArtifactStore
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -51,6 +52,17 @@ class LandingResource(dg.ConfigurableResource):
 
     def store(self) -> LandingStore:
         return open_landing_store(self.url, endpoint_url=self.endpoint_url, region=self.region)
+
+
+class DbtArtifactsResource(dg.ConfigurableResource):
+    """Where every dbt invocation's manifest.json and run_results.json are kept (see transformation.artifacts)."""
+
+    url: str
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    def store(self) -> ArtifactStore:
+        return ArtifactStore.open(self.url, endpoint_url=self.endpoint_url, region=self.region)
 
 
 class HttpDestinationResource(dg.ConfigurableResource):
@@ -140,4 +152,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             base_url=settings.webhook_url, secret=secret("WEBHOOK_SECRET"), max_concurrency=settings.sync_concurrency
         ),
         "slack": SlackResource(webhook_url=secret("SLACK_WEBHOOK_URL")),
+        "dbt_artifacts": DbtArtifactsResource(
+            url=settings.dbt_artifacts_url, endpoint_url=settings.landing_endpoint_url, region=settings.landing_region
+        ),
     }

@@ -40,7 +40,7 @@ def demo_manifest() -> Path:
 
 
 @pytest.fixture(scope="module")
-def module_env() -> Iterator[pytest.MonkeyPatch]:
+def module_env(tmp_path_factory) -> Iterator[pytest.MonkeyPatch]:
     """Environment for one test module; every setting the pipeline reads is set explicitly."""
     with pytest.MonkeyPatch.context() as mp:
         for name in (
@@ -53,6 +53,18 @@ def module_env() -> Iterator[pytest.MonkeyPatch]:
             "CRM_TOKEN",
             "SLACK_WEBHOOK_URL",
             "CRM_BATCH_SIZE",
+            "WEBHOOK_URL",
+            "WEBHOOK_SECRET",
+            "SYNC_CONCURRENCY",
+            "PIPELINE_TIMEZONE",
+            "DAILY_BUILD_CRON",
+            "RAW_FRESHNESS_DEADLINE_CRON",
+            "MART_FRESHNESS_HOURS",
+            "ALERT_WEBHOOK_URL",
+            "ALERT_ROUTES",
+            "DAGSTER_UI_BASE_URL",
         ):
             mp.delenv(name, raising=False)
+        # Never the repository's .data/: each module keeps its dbt artifacts in its own temp folder.
+        mp.setenv("DBT_ARTIFACTS_URL", str(tmp_path_factory.mktemp("dbt_artifacts")))
         yield mp

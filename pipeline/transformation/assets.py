@@ -9,10 +9,12 @@ from typing import Any
 
 import dagster as dg
 import duckdb
-from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DagsterDbtCliRuntimeError, DbtCliInvocation, DbtCliResource, DbtProject, dbt_assets
 
 from ..automation.conditions import dbt_depth
+from ..resources import DbtArtifactsResource
 from ..settings import WAREHOUSE_POOL, Settings
+from .artifacts import ArtifactStore, summary, unfinished_nodes
 from .project import dbt_project, dbt_resource
 from .translator import PipelineTranslator
 
@@ -42,6 +44,11 @@ def indirect_selection(mode: str) -> Iterator[None]:
             os.environ.pop("DBT_INDIRECT_SELECTION", None)
 
 
+#: dbt is retried when it *errored* (a lock, a dropped connection): the retry runs only what the failed attempt did
+#: not finish. Failing tests are data, not luck: the step fails at once (see `_fail`).
+DBT_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
 def build_dbt_assets(project: DbtProject, translator: PipelineTranslator) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=project.manifest_path,
@@ -49,18 +56,70 @@ def build_dbt_assets(project: DbtProject, translator: PipelineTranslator) -> dg.
         dagster_dbt_translator=translator,
         name="dbt_build",
         pool=WAREHOUSE_POOL,
+        retry_policy=DBT_RETRY,
     )
-    def _dbt_build(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+    def _dbt_build(
+        context: dg.AssetExecutionContext, dbt: DbtCliResource, dbt_artifacts: DbtArtifactsResource
+    ) -> Iterator[Any]:
         """dbt writes the warehouse, so the whole build holds the one `warehouse` pool slot."""
+        store = dbt_artifacts.store()
+        attempt = context.retry_number
+        manifest = json.loads(project.manifest_path.read_text())
+        redo = retry_selection(store, context.run_id, attempt, manifest) if attempt else None
         with indirect_selection("buildable"):
-            invocation = dbt.cli(["build"], context=context)
-        yield from events_with_row_counts(invocation)
+            if redo:
+                context.log.info(
+                    f"Attempt {attempt + 1}: `dbt build` of the {len(redo)} nodes attempt {attempt} did not finish"
+                    f" (dbt retry semantics): {', '.join(redo[:20])}{' ...' if len(redo) > 20 else ''}"
+                )
+                # Our selection, not the step's (dbt would union the two): then report events as the step's.
+                invocation = dbt.cli(
+                    ["build", "--select", " ".join(redo)], manifest=manifest, dagster_dbt_translator=translator
+                )
+                invocation.context = context
+            else:
+                invocation = dbt.cli(["build"], context=context)
+        try:
+            yield from events_with_run_metadata(invocation)
+        except DagsterDbtCliRuntimeError as exc:
+            _fail(invocation, exc)
+        finally:
+            saved = store.save(context.run_id, attempt, invocation.target_path, succeeded=invocation.is_successful())
+            context.log.info(f"dbt artifacts of attempt {attempt} kept in {store.url}: {', '.join(saved)}")
 
     return _dbt_build
 
 
-def events_with_row_counts(invocation: DbtCliInvocation) -> Iterator[Any]:
-    """Stream a dbt invocation's events, adding `dagster/row_count` to every table it built.
+def retry_selection(store: ArtifactStore, run_id: str, attempt: int, manifest: dict) -> list[str] | None:
+    """Names of the nodes the previous attempt did not finish, or None to build the step's whole selection (the
+    attempt left no run_results, e.g. dbt could not start)."""
+    previous = store.run_results(run_id, attempt - 1)
+    if previous is None:
+        return None
+    nodes = {**manifest.get("nodes", {}), **manifest.get("unit_tests", {})}
+    names = sorted({nodes[u]["name"] for u in unfinished_nodes(previous) if u in nodes})
+    return names or None
+
+
+def _fail(invocation: DbtCliInvocation, exc: Exception) -> None:
+    """Re-raise a failed dbt build; without retries when only tests failed (a retry would fail them again)."""
+    try:
+        results = invocation.get_artifact("run_results.json").get("results", [])
+    except Exception:  # dbt died before writing it: treat as transient
+        raise exc from None
+    errored = [r["unique_id"] for r in results if r.get("status") in ("error", "runtime error")]
+    failed_tests = [r["unique_id"] for r in results if r.get("status") == "fail"]
+    if errored or not failed_tests:
+        raise exc
+    raise dg.Failure(
+        f"dbt tests failed: {', '.join(failed_tests[:20])}. Not retried: the data has to change first.",
+        allow_retries=False,
+    ) from exc
+
+
+def events_with_run_metadata(invocation: DbtCliInvocation) -> Iterator[Any]:
+    """Stream a dbt invocation's events with `dagster/row_count` on every table it built, and on DuckDB the
+    model's `execution_seconds` and the invocation's test counts and duration (numbers the UI plots per asset).
 
     On DuckDB the dbt process holds the file's only write lock until it exits, so a second connection (which
     is what dagster-dbt's `fetch_row_counts()` opens while dbt runs) cannot read it. We therefore keep the
@@ -80,20 +139,48 @@ def events_with_row_counts(invocation: DbtCliInvocation) -> Iterator[Any]:
     except Exception as exc:  # dbt failed: still report what it did build, then re-raise
         failure = exc
     counts = count_rows(str(adapter.config.credentials.path), relations_of(invocation.manifest, events))
+    run_meta, seconds = _run_metadata(invocation)
     for event in events:
-        relation = _relation(invocation.manifest, event)
-        if relation in counts:
-            event = event.with_metadata({**event.metadata, "dagster/row_count": counts[relation]})
+        if isinstance(event, dg.Output | dg.AssetMaterialization):
+            extra = dict(run_meta)
+            relation = _relation(invocation.manifest, event)
+            if relation in counts:
+                extra["dagster/row_count"] = counts[relation]
+            unique_id = _unique_id(event)
+            if unique_id in seconds:
+                extra["execution_seconds"] = seconds[unique_id]
+            event = event.with_metadata({**event.metadata, **extra})
         yield event
     if failure is not None:
         raise failure
 
 
+def _run_metadata(invocation: DbtCliInvocation) -> tuple[dict[str, Any], dict[str, float]]:
+    """(metadata shared by every model of the invocation, execution seconds by unique_id)."""
+    try:
+        run_results = invocation.get_artifact("run_results.json")
+    except Exception:
+        return {}, {}
+    figures = summary(run_results, invocation.manifest)
+    shared = {
+        "dbt_run_seconds": figures["elapsed_seconds"],
+        "dbt_run_tests_passed": figures["tests"]["passed"],
+        "dbt_run_tests_failed": figures["tests"]["failed"],
+        "dbt_run_summary": dg.MetadataValue.json(figures),
+    }
+    seconds = {r["unique_id"]: round(float(r.get("execution_time") or 0.0), 3) for r in run_results.get("results", [])}
+    return shared, seconds
+
+
+def _unique_id(event: Any) -> str | None:
+    unique_id = event.metadata.get("unique_id")
+    return getattr(unique_id, "value", unique_id)
+
+
 def _relation(manifest: dict, event: Any) -> str | None:
     if not isinstance(event, dg.Output | dg.AssetMaterialization):
         return None
-    unique_id = event.metadata.get("unique_id")
-    node = manifest["nodes"].get(getattr(unique_id, "value", unique_id))
+    node = manifest["nodes"].get(_unique_id(event))
     if not node or node.get("config", {}).get("materialized", node["resource_type"]) not in COUNTABLE:
         return None
     return node.get("relation_name")

@@ -1,5 +1,8 @@
 """The whole graph on demo data: temp landing zone + temp DuckDB + the real local CRM and webhook servers."""
 
+import os
+from pathlib import Path
+
 import dagster as dg
 import duckdb
 import httpx
@@ -125,6 +128,15 @@ def test_materialize_all(stack):
         ).fetchone()
 
     assert mats[DIM_CUSTOMERS]["dagster/row_count"].value == customers
+    # Run figures the UI plots: the model's own timing, and the invocation's tests and duration.
+    dim = mats[DIM_CUSTOMERS]
+    assert dim["execution_seconds"].value > 0 and dim["dbt_run_seconds"].value >= dim["execution_seconds"].value
+    assert dim["dbt_run_tests_passed"].value >= 100 and dim["dbt_run_tests_failed"].value == 0
+    # The invocation's artifacts are kept by run id, and as the latest state for slim CI.
+    artifacts = Path(os.environ["DBT_ARTIFACTS_URL"])
+    for name in ("manifest.json", "run_results.json"):
+        assert (artifacts / "runs" / result.run_id / "attempt-0" / name).exists()
+        assert (artifacts / "latest" / name).exists()
     assert mats[SYNC]["sent"].value == customers and mats[SYNC]["created"].value == customers
 
     # The CRM now holds exactly one contact per customer, with the mart's values.
