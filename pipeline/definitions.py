@@ -3,13 +3,18 @@
 import dagster as dg
 
 from .activation.assets import activation_defs
+from .automation.alerts import build_run_failure_alert
 from .automation.conditions import AUTOMATION_SENSOR
 from .automation.execution import EXECUTOR
+from .automation.freshness import freshness_defs
 from .automation.schedules import build_daily_schedule, daily_build_job
 from .ingestion.assets import CONTRACT_CHECK, ingestion_defs
 from .resources import build_resources
 from .settings import Settings
 from .transformation.assets import transformation_defs
+
+#: the dbt folder whose models are marts (groups come from folders): freshness-checked
+MARTS_GROUP = "marts"
 
 
 @dg.definitions
@@ -19,13 +24,29 @@ def defs() -> dg.Definitions:
     ingested = {key for a in ingestion.assets or [] if isinstance(a, dg.AssetsDefinition) for key in a.keys}
     dbt = transformation_defs(settings, ingested)
     activation = activation_defs(settings, dbt.manifest, dbt.key_of, {key: [CONTRACT_CHECK] for key in ingested})
+    stages = [ingestion, dbt.defs, activation]
+    specs = [spec for stage in stages for spec in asset_specs(stage)]
+    owners = {spec.key: list(spec.owners) for spec in specs if spec.owners}
+    marts = [spec.key for spec in specs if spec.group_name == MARTS_GROUP]
+    raw = [a for a in ingestion.assets or [] if isinstance(a, dg.AssetsDefinition)]
     automation = dg.Definitions(
-        jobs=[daily_build_job()], schedules=[build_daily_schedule(settings)], sensors=[AUTOMATION_SENSOR]
+        jobs=[daily_build_job()],
+        schedules=[build_daily_schedule(settings)],
+        sensors=[AUTOMATION_SENSOR, build_run_failure_alert(owners)],
     )
     return dg.Definitions.merge(
-        ingestion,
-        dbt.defs,
-        activation,
+        *stages,
         automation,
+        freshness_defs(settings, raw, marts, owners),
         dg.Definitions(resources=build_resources(settings), executor=EXECUTOR),
     )
+
+
+def asset_specs(stage: dg.Definitions) -> list[dg.AssetSpec]:
+    """The specs of a stage's assets (materializable and external), without resolving the whole repository."""
+    specs: list[dg.AssetSpec] = []
+    for item in stage.assets or []:
+        specs.extend(
+            item.specs if isinstance(item, dg.AssetsDefinition) else [item] if isinstance(item, dg.AssetSpec) else []
+        )
+    return specs

@@ -102,6 +102,7 @@ def build_sync_asset(sync: ResolvedSync, depth: int = 1) -> dg.AssetsDefinition:
         "what changed since the last acknowledged send (state, outbox and rejected records in the warehouse's "
         "`activation` schema).",
         group_name=ACTIVATION_GROUP,
+        owners=[spec.owner] if spec.owner else None,
         kinds={"python", "http"},
         deps=[sync.model_key],
         # Reads the model and writes the sync's state and outbox: a warehouse writer.

@@ -31,6 +31,8 @@ class SyncSpec:
     max_change_share: float = 0.5
     #: webhook destination: the path under WEBHOOK_URL the batches are posted to (default: /<sync name>).
     path: str = ""
+    #: who answers for the sync (an email or `team:name`); its failure alerts are routed to them
+    owner: str | None = None
 
     @property
     def destination_path(self) -> str:
@@ -96,6 +98,7 @@ def load_syncs(path: Path = SYNCS_PATH) -> list[SyncSpec]:
             fields={str(k): str(v) for k, v in (s.get("fields") or {}).items()},
             max_change_share=float(s.get("max_change_share", 0.5)),
             path=str(s.get("path") or ""),
+            owner=s.get("owner"),
         )
         if spec.destination not in DESTINATIONS or spec.mode not in MODES or not spec.fields:
             raise ValueError(

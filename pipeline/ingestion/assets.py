@@ -108,6 +108,7 @@ def build_ingestion_asset(
         description=f"{contract.description}\n\nLoaded from `{contract.system}/<date>/{contract.file}.*`; one "
         "partition per landing date. Files that break the contract are quarantined, never half-loaded.",
         group_name=INGESTION_GROUP,
+        owners=[contract.owner] if contract.owner else None,
         kinds={"duckdb"},
         deps=[landing_asset_key(contract.system)],
         partitions_def=partitions_def,

