@@ -8,7 +8,7 @@ from .automation.conditions import AUTOMATION_SENSOR
 from .automation.execution import EXECUTOR
 from .automation.freshness import freshness_defs
 from .automation.schedules import build_daily_schedule, daily_build_job
-from .ingestion.assets import CONTRACT_CHECK, ingestion_defs
+from .ingestion.assets import CONTRACT_CHECK, ingestion_defs, raw_partitions
 from .resources import build_resources
 from .settings import Settings
 from .transformation.assets import transformation_defs
@@ -22,7 +22,7 @@ def defs() -> dg.Definitions:
     settings = Settings.from_env()
     ingestion = ingestion_defs(settings)
     ingested = {key for a in ingestion.assets or [] if isinstance(a, dg.AssetsDefinition) for key in a.keys}
-    dbt = transformation_defs(settings, ingested)
+    dbt = transformation_defs(settings, ingested, raw_partitions(settings))
     activation = activation_defs(settings, dbt.manifest, dbt.key_of, {key: [CONTRACT_CHECK] for key in ingested})
     stages = [ingestion, dbt.defs, activation]
     specs = [spec for stage in stages for spec in asset_specs(stage)]

@@ -1,6 +1,6 @@
 """Every dbt invocation's artifacts, kept: `manifest.json` and `run_results.json` per run and attempt.
 
-    <DBT_ARTIFACTS_URL>/runs/<run id>/attempt-<n>/manifest.json, run_results.json
+    <DBT_ARTIFACTS_URL>/runs/<run id>/<step>/attempt-<n>/manifest.json, run_results.json
     <DBT_ARTIFACTS_URL>/latest/manifest.json, run_results.json      the last successful build: slim CI's --state
 
 `DBT_ARTIFACTS_URL` is a local folder (default `.data/dbt_artifacts`) or an `s3://bucket/prefix` (same endpoint and
@@ -26,8 +26,8 @@ LATEST = "latest"
 UNFINISHED = {"error", "fail", "runtime error", "skipped"}
 
 
-def attempt_prefix(run_id: str, attempt: int) -> str:
-    return f"runs/{run_id}/attempt-{attempt}/"
+def attempt_prefix(run_id: str, step: str, attempt: int) -> str:
+    return f"runs/{run_id}/{step}/attempt-{attempt}/"
 
 
 @dataclass
@@ -42,7 +42,7 @@ class ArtifactStore:
     def url(self) -> str:
         return self.store.url
 
-    def save(self, run_id: str, attempt: int, target_path: Path, *, succeeded: bool) -> list[str]:
+    def save(self, run_id: str, step: str, attempt: int, target_path: Path, *, succeeded: bool) -> list[str]:
         """Copy the invocation's artifacts under its run and attempt; a successful build also becomes `latest/`."""
         saved = []
         for name in ARTIFACTS:
@@ -50,8 +50,8 @@ class ArtifactStore:
             if not source.exists():
                 continue  # dbt died before writing it
             text = source.read_text(encoding="utf-8")
-            self.store.put_text(attempt_prefix(run_id, attempt) + name, text)
-            saved.append(attempt_prefix(run_id, attempt) + name)
+            self.store.put_text(attempt_prefix(run_id, step, attempt) + name, text)
+            saved.append(attempt_prefix(run_id, step, attempt) + name)
             if succeeded:
                 self.store.put_text(f"{LATEST}/{name}", text)
         return saved
@@ -62,8 +62,8 @@ class ArtifactStore:
         with self.store.local_path(key) as path:
             return json.loads(path.read_text(encoding="utf-8"))
 
-    def run_results(self, run_id: str, attempt: int) -> dict[str, Any] | None:
-        return self.load(attempt_prefix(run_id, attempt) + "run_results.json")
+    def run_results(self, run_id: str, step: str, attempt: int) -> dict[str, Any] | None:
+        return self.load(attempt_prefix(run_id, step, attempt) + "run_results.json")
 
 
 def unfinished_nodes(run_results: dict[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -49,23 +50,80 @@ def indirect_selection(mode: str) -> Iterator[None]:
 DBT_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-def build_dbt_assets(project: DbtProject, translator: PipelineTranslator) -> dg.AssetsDefinition:
+#: dbt models partitioned by landing day, like the raw tables: the incremental ones (see fct_orders.sql)
+INCREMENTAL = "config.materialized:incremental"
+
+
+def build_dbt_assets(
+    project: DbtProject,
+    translator: PipelineTranslator,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    lookback_days: int,
+) -> list[dg.AssetsDefinition]:
+    """`dbt_build` for the project; if it has incremental models, they are `dbt_incremental` instead: partitioned
+    by landing day, run with the partition range (widened by `lookback_days`) as vars `window_start`/`window_end`,
+    and a backfill of many days is one dbt invocation (single-run backfill policy)."""
+    manifest = json.loads(project.manifest_path.read_text())
+    incremental = any(
+        n["resource_type"] == "model" and n["config"].get("materialized") == "incremental"
+        for n in manifest["nodes"].values()
+    )
+
+    def window_vars(context: dg.AssetExecutionContext) -> list[str]:
+        window = context.partition_time_window
+        start = window.start.date() - timedelta(days=lookback_days)
+        end = window.end.date() - timedelta(days=1)  # the window's end is exclusive
+        return ["--vars", json.dumps({"window_start": start.isoformat(), "window_end": end.isoformat()})]
+
+    assets = [
+        _dbt_multi_asset(project, translator, "dbt_build", exclude=INCREMENTAL if incremental else None),
+    ]
+    if incremental:
+        assets.append(
+            _dbt_multi_asset(
+                project,
+                translator,
+                "dbt_incremental",
+                select=INCREMENTAL,
+                partitions_def=partitions_def,
+                extra_args=window_vars,
+            )
+        )
+    return assets
+
+
+def _dbt_multi_asset(
+    project: DbtProject,
+    translator: PipelineTranslator,
+    name: str,
+    *,
+    select: str = "fqn:*",
+    exclude: str | None = None,
+    partitions_def: dg.PartitionsDefinition | None = None,
+    extra_args: Callable[[dg.AssetExecutionContext], list[str]] | None = None,
+) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
         dagster_dbt_translator=translator,
-        name="dbt_build",
+        name=name,
+        select=select,
+        exclude=exclude,
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
         pool=WAREHOUSE_POOL,
         retry_policy=DBT_RETRY,
     )
-    def _dbt_build(
+    def _dbt(
         context: dg.AssetExecutionContext, dbt: DbtCliResource, dbt_artifacts: DbtArtifactsResource
     ) -> Iterator[Any]:
         """dbt writes the warehouse, so the whole build holds the one `warehouse` pool slot."""
         store = dbt_artifacts.store()
         attempt = context.retry_number
+        step = context.op.name
         manifest = json.loads(project.manifest_path.read_text())
-        redo = retry_selection(store, context.run_id, attempt, manifest) if attempt else None
+        extra = extra_args(context) if extra_args else []
+        redo = retry_selection(store, context.run_id, step, attempt, manifest) if attempt else None
         with indirect_selection("buildable"):
             if redo:
                 context.log.info(
@@ -73,27 +131,28 @@ def build_dbt_assets(project: DbtProject, translator: PipelineTranslator) -> dg.
                     f" (dbt retry semantics): {', '.join(redo[:20])}{' ...' if len(redo) > 20 else ''}"
                 )
                 # Our selection, not the step's (dbt would union the two): then report events as the step's.
-                invocation = dbt.cli(
-                    ["build", "--select", " ".join(redo)], manifest=manifest, dagster_dbt_translator=translator
-                )
+                args = ["build", *extra, "--select", " ".join(redo)]
+                invocation = dbt.cli(args, manifest=manifest, dagster_dbt_translator=translator)
                 invocation.context = context
             else:
-                invocation = dbt.cli(["build"], context=context)
+                invocation = dbt.cli(["build", *extra], context=context)
         try:
             yield from events_with_run_metadata(invocation)
         except DagsterDbtCliRuntimeError as exc:
             _fail(invocation, exc)
         finally:
-            saved = store.save(context.run_id, attempt, invocation.target_path, succeeded=invocation.is_successful())
+            saved = store.save(
+                context.run_id, step, attempt, invocation.target_path, succeeded=invocation.is_successful()
+            )
             context.log.info(f"dbt artifacts of attempt {attempt} kept in {store.url}: {', '.join(saved)}")
 
-    return _dbt_build
+    return _dbt
 
 
-def retry_selection(store: ArtifactStore, run_id: str, attempt: int, manifest: dict) -> list[str] | None:
+def retry_selection(store: ArtifactStore, run_id: str, step: str, attempt: int, manifest: dict) -> list[str] | None:
     """Names of the nodes the previous attempt did not finish, or None to build the step's whole selection (the
     attempt left no run_results, e.g. dbt could not start)."""
-    previous = store.run_results(run_id, attempt - 1)
+    previous = store.run_results(run_id, step, attempt - 1)
     if previous is None:
         return None
     nodes = {**manifest.get("nodes", {}), **manifest.get("unit_tests", {})}
@@ -232,7 +291,9 @@ def external_source_specs(
     return list(specs.values())
 
 
-def transformation_defs(settings: Settings, ingested: set[dg.AssetKey]) -> DbtStage:
+def transformation_defs(
+    settings: Settings, ingested: set[dg.AssetKey], partitions_def: dg.TimeWindowPartitionsDefinition
+) -> DbtStage:
     project = dbt_project(settings)
     manifest = json.loads(project.manifest_path.read_text())
     translator = PipelineTranslator(depth=dbt_depth(manifest))
@@ -242,7 +303,10 @@ def transformation_defs(settings: Settings, ingested: set[dg.AssetKey]) -> DbtSt
 
     return DbtStage(
         defs=dg.Definitions(
-            assets=[build_dbt_assets(project, translator), *external_source_specs(manifest, key_of, ingested)],
+            assets=[
+                *build_dbt_assets(project, translator, partitions_def, settings.dbt_window_lookback_days),
+                *external_source_specs(manifest, key_of, ingested),
+            ],
             resources={"dbt": dbt_resource(project)},
         ),
         manifest=manifest,

@@ -34,12 +34,15 @@ def test_artifacts_are_kept_by_run_and_attempt_and_the_last_success_is_latest(st
     target.mkdir()
     (target / "manifest.json").write_text(json.dumps(MANIFEST))
     (target / "run_results.json").write_text(json.dumps(RUN_RESULTS))
-    saved = store.save("run-1", 0, target, succeeded=False)
-    assert saved == ["runs/run-1/attempt-0/manifest.json", "runs/run-1/attempt-0/run_results.json"]
-    assert store.run_results("run-1", 0) == RUN_RESULTS
-    assert store.run_results("run-1", 1) is None
+    saved = store.save("run-1", "dbt_build", 0, target, succeeded=False)
+    assert saved == [
+        "runs/run-1/dbt_build/attempt-0/manifest.json",
+        "runs/run-1/dbt_build/attempt-0/run_results.json",
+    ]
+    assert store.run_results("run-1", "dbt_build", 0) == RUN_RESULTS
+    assert store.run_results("run-1", "dbt_build", 1) is None
     assert store.load("latest/manifest.json") is None, "a failed build is not the state CI compares against"
-    store.save("run-1", 1, target, succeeded=True)
+    store.save("run-1", "dbt_build", 1, target, succeeded=True)
     assert store.load("latest/manifest.json") == MANIFEST
 
 

@@ -41,7 +41,7 @@ def heal_after_first_attempt(root: Path) -> threading.Thread:
     def wait_and_heal() -> None:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            if list((root / "artifacts" / "runs").glob("*/attempt-0/run_results.json")):
+            if list((root / "artifacts" / "runs").glob("*/dbt_build/attempt-0/run_results.json")):
                 (root / "marker.csv").write_text("ok\n1\n")
                 return
             time.sleep(0.2)
@@ -52,7 +52,7 @@ def heal_after_first_attempt(root: Path) -> threading.Thread:
 
 
 def results_of(root: Path, run_id: str, attempt: int) -> dict[str, str]:
-    path = root / "artifacts" / "runs" / run_id / f"attempt-{attempt}" / "run_results.json"
+    path = root / "artifacts" / "runs" / run_id / "dbt_build" / f"attempt-{attempt}" / "run_results.json"
     return {r["unique_id"].split(".")[-1]: r["status"] for r in json.loads(path.read_text())["results"]}
 
 

@@ -1,6 +1,8 @@
 """The whole graph on demo data: temp landing zone + temp DuckDB + the real local CRM and webhook servers."""
 
+import json
 import os
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -131,12 +133,26 @@ def test_materialize_all(stack):
     # Run figures the UI plots: the model's own timing, and the invocation's tests and duration.
     dim = mats[DIM_CUSTOMERS]
     assert dim["execution_seconds"].value > 0 and dim["dbt_run_seconds"].value >= dim["execution_seconds"].value
-    assert dim["dbt_run_tests_passed"].value >= 100 and dim["dbt_run_tests_failed"].value == 0
+    assert dim["dbt_run_tests_passed"].value >= 80 and dim["dbt_run_tests_failed"].value == 0
     # The invocation's artifacts are kept by run id, and as the latest state for slim CI.
     artifacts = Path(os.environ["DBT_ARTIFACTS_URL"])
     for name in ("manifest.json", "run_results.json"):
-        assert (artifacts / "runs" / result.run_id / "attempt-0" / name).exists()
+        assert (artifacts / "runs" / result.run_id / "dbt_build" / "attempt-0" / name).exists()
+        assert (artifacts / "runs" / result.run_id / "dbt_incremental" / "attempt-0" / name).exists()
         assert (artifacts / "latest" / name).exists()
+    # The incremental model ran once for the whole partition range, with the range (widened by the lookback) as
+    # dbt vars; every day of the range is materialized.
+    incremental = artifacts / "runs" / result.run_id / "dbt_incremental" / "attempt-0" / "run_results.json"
+    invocation_vars = json.loads(incremental.read_text())["args"]["vars"]
+    lookback_start = date.fromisoformat(first) - timedelta(days=3)
+    assert invocation_vars == {"window_start": lookback_start.isoformat(), "window_end": last}
+    fct_partitions = {
+        m.partition
+        for m in result.get_asset_materialization_events()
+        for m in [m.materialization]
+        if m.asset_key == dg.AssetKey("fct_orders")
+    }
+    assert len(fct_partitions) == (date.fromisoformat(last) - date.fromisoformat(first)).days + 1
     assert mats[SYNC]["sent"].value == customers and mats[SYNC]["created"].value == customers
 
     # The CRM now holds exactly one contact per customer, with the mart's values.
@@ -203,10 +219,12 @@ def test_slack_summary_is_skipped_without_a_webhook(stack, module_env):
 
 def test_sync_gates_watch_every_check_upstream_of_the_mart(stack):
     from pipeline.activation.syncs import load_syncs, resolve_syncs
+    from pipeline.ingestion.assets import raw_partitions
     from pipeline.settings import Settings
     from pipeline.transformation.assets import transformation_defs
 
-    stage = transformation_defs(Settings.from_env(), ingested=set())
+    settings = Settings.from_env()
+    stage = transformation_defs(settings, ingested=set(), partitions_def=raw_partitions(settings))
     contracts = {dg.AssetKey(["raw", t]): ["landing_contract"] for t in RAW_TABLES}
     syncs = resolve_syncs(load_syncs(), stage.manifest, stage.key_of, contracts)
     [sync] = [s for s in syncs if s.spec.name == "crm_contacts_sync"]

@@ -32,5 +32,6 @@ select
     ) as signed_amount,
     processed_at,
     _source_file,
+    _landing_date,
     _loaded_at
 from latest

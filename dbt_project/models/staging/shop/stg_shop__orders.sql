@@ -26,5 +26,6 @@ select
     cast(ordered_at as date) as order_date,
     updated_at,
     _source_file,
+    _landing_date,
     _loaded_at
 from latest
