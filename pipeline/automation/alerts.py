@@ -74,6 +74,15 @@ def post(urls: Sequence[str], text: str, log: dg.DagsterLogManager | None = None
     return delivered
 
 
+def deliver(owners: Iterable[str], text: str, log: dg.DagsterLogManager) -> int:
+    """Post `text` to the routes of `owners` (or the default route); with no route set, log it instead."""
+    urls = AlertRoutes.from_env().targets(owners)
+    if not urls:
+        log.warning(f"No ALERT_ROUTES / ALERT_WEBHOOK_URL set; the alert was:\n{text}")
+        return 0
+    return post(urls, text, log)
+
+
 def first_lines(text: str, count: int = ERROR_LINES) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return "\n".join(lines[:count]) + ("\n…" if len(lines) > count else "")
@@ -141,17 +150,12 @@ def build_run_failure_alert(owners: Mapping[dg.AssetKey, Sequence[str]]) -> dg.S
         description="Posts every failed run to the failed assets' owners (ALERT_ROUTES) or ALERT_WEBHOOK_URL.",
     )
     def _alert(context: dg.RunFailureSensorContext) -> dg.SkipReason | None:
-        settings = Settings.from_env()
-        routes = AlertRoutes.from_env()
         run = context.dagster_run
         failures = failed_steps(context.instance, run.run_id)
+        text = failure_message(run, failures, owners, Settings.from_env().ui_base_url)
         assets = {k for f in failures for k in f.assets}
-        urls = routes.targets(o for k in assets for o in owners.get(k, ()))
-        text = failure_message(run, failures, owners, settings.ui_base_url)
-        if not urls:
-            context.log.warning(f"No ALERT_ROUTES / ALERT_WEBHOOK_URL set; the alert was:\n{text}")
-            return dg.SkipReason("no alert route configured")
-        post(urls, text, context.log)
+        if not deliver((o for k in assets for o in owners.get(k, ())), text, context.log):
+            return dg.SkipReason("the alert reached no route (see the log)")
         return None
 
     return _alert

@@ -19,7 +19,7 @@ from datetime import timedelta
 import dagster as dg
 
 from ..settings import Settings
-from .alerts import AlertRoutes, post
+from .alerts import deliver
 
 
 def freshness_checks(
@@ -69,7 +69,6 @@ def build_freshness_alert(
     )
     def _alert(context: dg.SensorEvaluationContext) -> dg.SkipReason | None:
         settings = Settings.from_env()
-        routes = AlertRoutes.from_env()
         # Cursor: the id of the last execution seen per check (works on every event log storage, sharded or not).
         seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
         latest = context.instance.event_log_storage.get_latest_asset_check_execution_by_key(sorted(watched))
@@ -84,12 +83,7 @@ def build_freshness_alert(
             if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
                 continue
             asset_owners = list(owners.get(evaluation.asset_key, ()))
-            text = stale_message(evaluation, asset_owners, settings.ui_base_url)
-            urls = routes.targets(asset_owners)
-            if urls:
-                sent += post(urls, text, context.log)
-            else:
-                context.log.warning(f"No ALERT_ROUTES / ALERT_WEBHOOK_URL set; the alert was:\n{text}")
+            sent += deliver(asset_owners, stale_message(evaluation, asset_owners, settings.ui_base_url), context.log)
         context.update_cursor(json.dumps(seen, sort_keys=True))
         return None if sent else dg.SkipReason("no new failed freshness check since the last tick")
 
