@@ -30,11 +30,21 @@ def upstream_in_progress(depth: int) -> dg.AutomationCondition:
     return dg.AutomationCondition.any_deps_match(condition).with_label("any_upstream_in_progress")
 
 
-def on_upstream_change(depth: int) -> dg.AutomationCondition:
-    """The condition of every asset downstream of the raw tables; `depth`: the longest path above it."""
+def on_upstream_change(depth: int, separate_runs: dg.AssetSelection | None = None) -> dg.AutomationCondition:
+    """The condition of every asset downstream of the raw tables; `depth`: the longest path above it.
+
+    `separate_runs`: for an asset with parents partitioned differently from it (daily-partitioned incremental
+    models under unpartitioned marts, or the reverse), those parents. Dagster launches them in a run of their own,
+    and nothing orders two runs requested in one tick; so such an asset is requested only once one of those
+    parents has actually updated, on a later tick — by then its other parents, upstream of that one, are fresh too.
+    """
+    updated: dg.AutomationCondition = dg.AutomationCondition.any_deps_updated()
+    if separate_runs is not None:
+        landed = dg.AutomationCondition.newly_updated() & ~dg.AutomationCondition.executed_with_root_target()
+        updated = dg.AutomationCondition.any_deps_match(landed).allow(separate_runs)
     return (
         dg.AutomationCondition.in_latest_time_window()
-        & dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & updated.since_last_handled()
         & ~upstream_in_progress(depth)
         & ~dg.AutomationCondition.in_progress()
     ).with_label("on_upstream_change")

@@ -54,6 +54,14 @@ DBT_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTI
 INCREMENTAL = "config.materialized:incremental"
 
 
+def incremental_models(manifest: dict) -> frozenset[str]:
+    return frozenset(
+        u
+        for u, n in manifest["nodes"].items()
+        if n["resource_type"] == "model" and n["config"].get("materialized") == "incremental"
+    )
+
+
 def build_dbt_assets(
     project: DbtProject,
     translator: PipelineTranslator,
@@ -63,11 +71,7 @@ def build_dbt_assets(
     """`dbt_build` for the project; if it has incremental models, they are `dbt_incremental` instead: partitioned
     by landing day, run with the partition range (widened by `lookback_days`) as vars `window_start`/`window_end`,
     and a backfill of many days is one dbt invocation (single-run backfill policy)."""
-    manifest = json.loads(project.manifest_path.read_text())
-    incremental = any(
-        n["resource_type"] == "model" and n["config"].get("materialized") == "incremental"
-        for n in manifest["nodes"].values()
-    )
+    incremental = bool(incremental_models(json.loads(project.manifest_path.read_text())))
 
     def window_vars(context: dg.AssetExecutionContext) -> list[str]:
         window = context.partition_time_window
@@ -296,7 +300,7 @@ def transformation_defs(
 ) -> DbtStage:
     project = dbt_project(settings)
     manifest = json.loads(project.manifest_path.read_text())
-    translator = PipelineTranslator(depth=dbt_depth(manifest))
+    translator = PipelineTranslator(depth=dbt_depth(manifest), partitioned=incremental_models(manifest))
 
     def key_of(unique_id: str) -> dg.AssetKey:
         return translator.get_asset_spec(manifest, unique_id, project).key

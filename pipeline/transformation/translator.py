@@ -38,10 +38,32 @@ def owners_from_meta(resource_props: Mapping[str, Any]) -> list[str] | None:
 
 
 class PipelineTranslator(DagsterDbtTranslator):
-    def __init__(self, depth: int = 1) -> None:
-        """`depth`: levels from the raw tables to the deepest node, for the automation condition."""
+    def __init__(self, depth: int = 1, partitioned: frozenset[str] = frozenset()) -> None:
+        """`depth`: levels from the raw tables to the deepest node; `partitioned`: unique_ids of the models run
+        with daily partitions (the rest of the project is unpartitioned) — both for the automation condition."""
         super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
-        self.automation_condition = on_upstream_change(depth)
+        self.depth = depth
+        self.partitioned = partitioned
+        self._conditions: dict[tuple[str, ...], dg.AutomationCondition] = {}
+
+    def _condition(self, manifest: Mapping[str, Any], unique_id: str) -> dg.AutomationCondition:
+        """A model whose parents include models of the other partitioning waits for those to have updated (see
+        `on_upstream_change`)."""
+        is_partitioned = unique_id in self.partitioned
+        cross = tuple(
+            sorted(
+                p
+                for p in manifest.get("parent_map", {}).get(unique_id, [])
+                if p in manifest["nodes"]
+                and manifest["nodes"][p]["resource_type"] in ("model", "seed", "snapshot")
+                and (p in self.partitioned) != is_partitioned
+            )
+        )
+        if cross not in self._conditions:
+            plain = DagsterDbtTranslator()  # same keys as ours (we change groups and owners, not keys), no recursion
+            keys = [plain.get_asset_spec(manifest, p, None).key for p in cross]
+            self._conditions[cross] = on_upstream_change(self.depth, dg.AssetSelection.assets(*keys) if keys else None)
+        return self._conditions[cross]
 
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
@@ -52,5 +74,5 @@ class PipelineTranslator(DagsterDbtTranslator):
             **({"group_name": group} if group else {}),
             **({"owners": owners} if owners else {}),
             # Rebuilt when anything upstream (a raw partition, a seed) changes: see pipeline/automation/conditions.
-            automation_condition=self.automation_condition,
+            automation_condition=self._condition(manifest, unique_id),
         )

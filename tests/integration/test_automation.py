@@ -65,6 +65,37 @@ def test_one_arrival_gives_one_downstream_run_and_no_storm(load):
     assert third.total_requested == 0, "requested once: the next tick does not ask again"
 
 
+def requested_keys(defs, result):
+    return {k for k in defs.resolve_asset_graph().get_all_asset_keys() if result.get_requested_partitions(k)}
+
+
+def test_partitioned_models_run_after_their_unpartitioned_parents_not_beside_them(load):
+    """fct_orders is daily-partitioned (incremental): Dagster launches it in a run of its own. It is requested once
+    its parents' run has *finished*, and the two marts on top of it after it, never racing them."""
+    defs = load()
+    instance = dg.DagsterInstance.ephemeral()
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+    loaded(instance, RAW[2], "2026-11-03")  # an orders file
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    stage_one = requested_keys(defs, first)
+    fct_orders = dg.AssetKey("fct_orders")
+    on_top = {dg.AssetKey("fct_daily_revenue"), dg.AssetKey("mart_channel_performance")}
+    assert dg.AssetKey("stg_shop__orders") in stage_one and SYNCS <= stage_one
+    assert fct_orders not in stage_one and not on_top & stage_one
+    for key in stage_one:  # that run finished
+        loaded(instance, key)
+    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert requested_keys(defs, second) == {fct_orders}
+    [partition] = second.get_requested_partitions(fct_orders)
+    loaded(instance, fct_orders, partition)
+    third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
+    assert requested_keys(defs, third) == on_top
+    for key in on_top:
+        loaded(instance, key)
+    fourth = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=third.cursor)
+    assert fourth.total_requested == 0, "every asset once per arrival"
+
+
 def test_a_burst_of_arrivals_waits_for_the_last_load_and_gives_one_run(load):
     defs = load()
     instance = dg.DagsterInstance.ephemeral()
