@@ -63,6 +63,7 @@ def module_env(tmp_path_factory) -> Iterator[pytest.MonkeyPatch]:
             "ALERT_WEBHOOK_URL",
             "ALERT_ROUTES",
             "DAGSTER_UI_BASE_URL",
+            "DBT_PARTITION_INCREMENTAL",
         ):
             mp.delenv(name, raising=False)
         # Never the repository's .data/: each module keeps its dbt artifacts in its own temp folder.

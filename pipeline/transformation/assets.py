@@ -300,7 +300,8 @@ def transformation_defs(
 ) -> DbtStage:
     project = dbt_project(settings)
     manifest = json.loads(project.manifest_path.read_text())
-    translator = PipelineTranslator(depth=dbt_depth(manifest), partitioned=incremental_models(manifest))
+    partitioned = incremental_models(manifest) if settings.dbt_partition_incremental else frozenset()
+    translator = PipelineTranslator(depth=dbt_depth(manifest), partitioned=partitioned)
 
     def key_of(unique_id: str) -> dg.AssetKey:
         return translator.get_asset_spec(manifest, unique_id, project).key
@@ -308,7 +309,12 @@ def transformation_defs(
     return DbtStage(
         defs=dg.Definitions(
             assets=[
-                *build_dbt_assets(project, translator, partitions_def, settings.dbt_window_lookback_days),
+                *build_dbt_assets(
+                    project,
+                    translator,
+                    partitions_def if settings.dbt_partition_incremental else None,
+                    settings.dbt_window_lookback_days,
+                ),
                 *external_source_specs(manifest, key_of, ingested),
             ],
             resources={"dbt": dbt_resource(project)},

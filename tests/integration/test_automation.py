@@ -70,9 +70,9 @@ def requested_keys(defs, result):
 
 
 def test_partitioned_models_run_after_their_unpartitioned_parents_not_beside_them(load):
-    """fct_orders is daily-partitioned (incremental): Dagster launches it in a run of its own. It is requested once
-    its parents' run has *finished*, and the two marts on top of it after it, never racing them."""
-    defs = load()
+    """With DBT_PARTITION_INCREMENTAL, fct_orders is daily-partitioned: Dagster launches it in a run of its own. It is
+    requested once its parents' run has *finished*, and the two marts on top of it after it, never racing them."""
+    defs = load(DBT_PARTITION_INCREMENTAL="1")
     instance = dg.DagsterInstance.ephemeral()
     cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
     loaded(instance, RAW[2], "2026-11-03")  # an orders file
@@ -80,7 +80,7 @@ def test_partitioned_models_run_after_their_unpartitioned_parents_not_beside_the
     stage_one = requested_keys(defs, first)
     fct_orders = dg.AssetKey("fct_orders")
     on_top = {dg.AssetKey("fct_daily_revenue"), dg.AssetKey("mart_channel_performance")}
-    assert dg.AssetKey("stg_shop__orders") in stage_one and SYNCS <= stage_one
+    assert dg.AssetKey("stg_shop__orders") in stage_one and stage_one >= SYNCS
     assert fct_orders not in stage_one and not on_top & stage_one
     for key in stage_one:  # that run finished
         loaded(instance, key)
@@ -94,6 +94,7 @@ def test_partitioned_models_run_after_their_unpartitioned_parents_not_beside_the
         loaded(instance, key)
     fourth = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=third.cursor)
     assert fourth.total_requested == 0, "every asset once per arrival"
+    load(DBT_PARTITION_INCREMENTAL="0")
 
 
 def test_a_burst_of_arrivals_waits_for_the_last_load_and_gives_one_run(load):

@@ -39,6 +39,7 @@ def stack(tmp_path_factory, module_env, demo_manifest):
         module_env.setenv("SLACK_WEBHOOK_URL", f"{hooks.url}/services/T0/B0/slack")
         module_env.setenv("WEBHOOK_URL", f"{signed.url}/hooks")
         module_env.setenv("WEBHOOK_SECRET", SECRET)
+        module_env.setenv("DBT_PARTITION_INCREMENTAL", "1")  # opt-in: incremental models by landing day
         from pipeline.definitions import defs
 
         yield {
