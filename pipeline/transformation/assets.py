@@ -65,13 +65,13 @@ def incremental_models(manifest: dict) -> frozenset[str]:
 def build_dbt_assets(
     project: DbtProject,
     translator: PipelineTranslator,
-    partitions_def: dg.TimeWindowPartitionsDefinition,
+    partitions_def: dg.TimeWindowPartitionsDefinition | None,
     lookback_days: int,
 ) -> list[dg.AssetsDefinition]:
-    """`dbt_build` for the project; if it has incremental models, they are `dbt_incremental` instead: partitioned
-    by landing day, run with the partition range (widened by `lookback_days`) as vars `window_start`/`window_end`,
-    and a backfill of many days is one dbt invocation (single-run backfill policy)."""
-    incremental = bool(incremental_models(json.loads(project.manifest_path.read_text())))
+    """`dbt_build` for the project. With `partitions_def` (DBT_PARTITION_INCREMENTAL) its incremental models are
+    `dbt_incremental` instead: partitioned by landing day, run with the partition range (widened by
+    `lookback_days`) as vars `window_start`/`window_end`, a backfill of many days in one dbt invocation."""
+    incremental = partitions_def is not None and bool(incremental_models(json.loads(project.manifest_path.read_text())))
 
     def window_vars(context: dg.AssetExecutionContext) -> list[str]:
         window = context.partition_time_window

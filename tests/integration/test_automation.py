@@ -47,6 +47,7 @@ def runs_requested(defs, result):
 
 def test_one_arrival_gives_one_downstream_run_and_no_storm(load):
     defs = load()
+    assert defs.resolve_asset_graph().get(dg.AssetKey("fct_orders")).partitions_def is None, "opt-in only"
     instance = dg.DagsterInstance.ephemeral()
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert first.total_requested == 0, "a fresh deployment waits for data instead of building everything"
