@@ -278,7 +278,7 @@ def mark_sent(
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute(
-            f"UPDATE {OUTBOX} SET status = 'sent', sent_at = ?, attempts = attempts + 1, payload = NULL"
+            f"UPDATE {OUTBOX} SET status = 'sent', sent_at = ?, attempts = attempts + 1"
             " WHERE sync_name = ? AND idempotency_key IN (SELECT unnest(?))",
             [now, sync, [batch.idempotency_key for batch, _ in acknowledged]],
         )
@@ -368,6 +368,11 @@ def _send_plan(
                 refill()
         finally:
             mark_sent(conn, sync, unmarked)
+            # Bodies of acknowledged batches are not needed any more: keys, status and times stay as the audit trail.
+            conn.execute(
+                f"UPDATE {OUTBOX} SET payload = NULL WHERE sync_name = ? AND status = 'sent' AND payload IS NOT NULL",
+                [sync],
+            )
     if failure is not None:
         raise failure
     return done
