@@ -64,14 +64,16 @@ def incremental_models(manifest: dict) -> frozenset[str]:
 
 def build_dbt_assets(
     project: DbtProject,
+    manifest: dict,
     translator: PipelineTranslator,
     partitions_def: dg.TimeWindowPartitionsDefinition | None,
     lookback_days: int,
 ) -> list[dg.AssetsDefinition]:
-    """`dbt_build` for the project. With `partitions_def` (DBT_PARTITION_INCREMENTAL) its incremental models are
-    `dbt_incremental` instead: partitioned by landing day, run with the partition range (widened by
-    `lookback_days`) as vars `window_start`/`window_end`, a backfill of many days in one dbt invocation."""
-    incremental = partitions_def is not None and bool(incremental_models(json.loads(project.manifest_path.read_text())))
+    """`dbt_build` for the project (`manifest`: its parsed manifest, read once at load). With `partitions_def`
+    (DBT_PARTITION_INCREMENTAL) its incremental models are `dbt_incremental` instead: partitioned by landing day,
+    run with the partition range (widened by `lookback_days`) as vars `window_start`/`window_end`, a backfill of
+    many days in one dbt invocation."""
+    incremental = partitions_def is not None and bool(incremental_models(manifest))
 
     def window_vars(context: dg.AssetExecutionContext) -> list[str]:
         window = context.partition_time_window
@@ -80,12 +82,13 @@ def build_dbt_assets(
         return ["--vars", json.dumps({"window_start": start.isoformat(), "window_end": end.isoformat()})]
 
     assets = [
-        _dbt_multi_asset(project, translator, "dbt_build", exclude=INCREMENTAL if incremental else None),
+        _dbt_multi_asset(project, manifest, translator, "dbt_build", exclude=INCREMENTAL if incremental else None),
     ]
     if incremental:
         assets.append(
             _dbt_multi_asset(
                 project,
+                manifest,
                 translator,
                 "dbt_incremental",
                 select=INCREMENTAL,
@@ -98,6 +101,7 @@ def build_dbt_assets(
 
 def _dbt_multi_asset(
     project: DbtProject,
+    manifest: dict,
     translator: PipelineTranslator,
     name: str,
     *,
@@ -107,7 +111,7 @@ def _dbt_multi_asset(
     extra_args: Callable[[dg.AssetExecutionContext], list[str]] | None = None,
 ) -> dg.AssetsDefinition:
     @dbt_assets(
-        manifest=project.manifest_path,
+        manifest=manifest,
         project=project,
         dagster_dbt_translator=translator,
         name=name,
@@ -125,7 +129,6 @@ def _dbt_multi_asset(
         store = dbt_artifacts.store()
         attempt = context.retry_number
         step = context.op.name
-        manifest = json.loads(project.manifest_path.read_text())
         extra = extra_args(context) if extra_args else []
         redo = retry_selection(store, context.run_id, step, attempt, manifest) if attempt else None
         with indirect_selection("buildable"):
@@ -311,6 +314,7 @@ def transformation_defs(
             assets=[
                 *build_dbt_assets(
                     project,
+                    manifest,
                     translator,
                     partitions_def if settings.dbt_partition_incremental else None,
                     settings.dbt_window_lookback_days,
