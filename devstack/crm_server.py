@@ -59,7 +59,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from starlette.applications import Starlette
@@ -135,15 +135,13 @@ def error_response(
 # --- domain ---------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class UpsertInput:
+class UpsertInput(NamedTuple):  # a tuple: cheap to create, a few hundred per batch request
     id_property: str
     id: str
     properties: Mapping[str, PropertyValue]
 
 
-@dataclass(frozen=True, slots=True)
-class Contact:
+class Contact(NamedTuple):
     id: int
     properties: dict[str, PropertyValue]
     created_at: str
@@ -164,8 +162,7 @@ class Contact:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class UpsertResult:
+class UpsertResult(NamedTuple):
     contact: Contact
     new: bool
 
@@ -192,6 +189,34 @@ def _property_name_ok(name: object) -> bool:
     return isinstance(name, str) and PROPERTY_NAME.fullmatch(name) is not None
 
 
+_TEXT_TYPES = frozenset({str, type(None)})
+
+
+def _valid_inputs(raw_inputs: list[object]) -> list[UpsertInput] | None:
+    """The usual batch, checked in one cheap pass: every input an object with a known-good idProperty, a string
+    id and known-good property names (never read-only) with string or null values, valid emails, no duplicate
+    ids. None when anything is off: `parse_upsert_body` then checks every input and reports each problem.
+
+    This keeps the stand-in's per-record CPU low, so a benchmark of its clients measures the clients.
+    """
+    inputs: list[UpsertInput] = []
+    seen: set[tuple[str, str]] = set()
+    for raw in raw_inputs:
+        if type(raw) is not dict:
+            return None
+        id_property, id_value, properties = raw.get("idProperty"), raw.get("id"), raw.get("properties", {})
+        if id_property not in _NAMES_SEEN or type(id_value) is not str or not id_value or type(properties) is not dict:
+            return None
+        if not _NAMES_SEEN.issuperset(properties) or not _TEXT_TYPES.issuperset(map(type, properties.values())):
+            return None
+        email = properties.get("email")
+        if (email and not EMAIL.fullmatch(email)) or (id_property, id_value) in seen:
+            return None
+        seen.add((id_property, id_value))
+        inputs.append(UpsertInput(id_property, id_value, dict(properties)))
+    return inputs
+
+
 def parse_upsert_body(body: object) -> list[UpsertInput]:
     """Validate a batch-upsert request body; report every bad input at once, with its position."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
@@ -204,6 +229,8 @@ def parse_upsert_body(body: object) -> list[UpsertInput]:
             f"Too many inputs: got {len(raw_inputs)}, at most {MAX_BATCH_INPUTS} are allowed per batch request. "
             f"Split the inputs into batches of {MAX_BATCH_INPUTS}."
         )
+    if (valid := _valid_inputs(raw_inputs)) is not None:
+        return valid
     inputs: list[UpsertInput] = []
     errors: list[dict[str, str]] = []
     seen: dict[tuple[str, str], int] = {}
@@ -223,6 +250,8 @@ def parse_upsert_body(body: object) -> list[UpsertInput]:
         elif id_property in READ_ONLY_PROPERTIES:
             bad(index, ".idProperty", f"{id_property!r} cannot be an idProperty for upserts; use a unique property")
             ok = False
+        else:
+            _property_name_ok(id_property)  # remembered as known-good for `_valid_inputs`
         if isinstance(id_value, int) and not isinstance(id_value, bool):
             id_value = str(id_value)
         if not isinstance(id_value, str) or not id_value:
@@ -232,14 +261,6 @@ def parse_upsert_body(body: object) -> list[UpsertInput]:
             bad(index, ".properties", f"expected an object, got {type(raw_properties).__name__}")
             continue
         properties: dict[str, PropertyValue] = {}
-        # Fast path, the usual input: known-good names (never read-only) with string or null values.
-        if _NAMES_SEEN.issuperset(raw_properties) and all(v is None or type(v) is str for v in raw_properties.values()):
-            properties = dict(raw_properties)
-            email = properties.get("email")
-            if email and not EMAIL.fullmatch(email):
-                bad(index, ".properties.email", f"INVALID_EMAIL: {email!r} is not a valid email address")
-                ok = False
-            raw_properties = {}
         for name, value in raw_properties.items():
             if name not in _NAMES_SEEN and not _property_name_ok(name):
                 bad(index, f".properties[{name!r}]", "expected a property name (letters, digits, _)")
@@ -877,12 +898,12 @@ def create_app(db_path: str | Path, token: str | None, faults: FaultConfig | Non
         inputs = parse_upsert_body(body)
         key = _idempotency_key(request)
         if key is None:
-            results = await run_in_threadpool(store.upsert_batch, inputs)
+            results = store.upsert_batch(inputs)
             status, response, replayed = 200, _compact_json(batch_response(results, started_at)), False
         else:
             body_sha256 = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
-            status, response, replayed = await run_in_threadpool(
-                lambda: store.upsert_batch_idempotent(inputs, key=key, body_sha256=body_sha256, started_at=started_at)
+            status, response, replayed = store.upsert_batch_idempotent(
+                inputs, key=key, body_sha256=body_sha256, started_at=started_at
             )
         if replayed:
             logger.info("batch upsert: replayed the response recorded for %s %r", IDEMPOTENCY_KEY_HEADER, key)

@@ -305,7 +305,7 @@ def mark_sent(
 
 #: Acknowledged batches are marked in groups of this many (one transaction each): a crash before a group is marked
 #: only means those batches are resent with their idempotency keys and replayed, never applied twice.
-MARK_EVERY = 100
+MARK_EVERY = 250
 
 
 def send_pending(
@@ -362,10 +362,11 @@ def _send_plan(
                         continue
                     unmarked.append((batch, delivery))
                     done.append(delivery)
+                # Refill first, so the next batches are on the wire while this thread marks (DuckDB releases the GIL).
+                refill()
                 if len(unmarked) >= MARK_EVERY:
                     mark_sent(conn, sync, unmarked)  # the connection is used from this thread only
                     unmarked = []
-                refill()
         finally:
             mark_sent(conn, sync, unmarked)
             # Bodies of acknowledged batches are not needed any more: keys, status and times stay as the audit trail.
