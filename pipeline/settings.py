@@ -62,7 +62,7 @@ class Settings:
     dbt_project_dir: Path
     dbt_profiles_dir: Path
     dbt_target: str | None
-    #: run incremental dbt models as daily partitions with the window as vars (opt-in, see the README)
+    #: run incremental dbt models (and the models upstream of them) as daily partitions, the window as vars
     dbt_partition_incremental: bool
     #: incremental dbt models re-read this many landing days before their partition (late files)
     dbt_window_lookback_days: int
@@ -103,7 +103,7 @@ class Settings:
             dbt_project_dir=dbt_project_dir,
             dbt_profiles_dir=_path(env.get("DBT_PROFILES_DIR") or str(dbt_project_dir)),
             dbt_target=env.get("DBT_TARGET") or None,
-            dbt_partition_incremental=(env.get("DBT_PARTITION_INCREMENTAL") or "0").lower() in ("1", "true", "yes"),
+            dbt_partition_incremental=(env.get("DBT_PARTITION_INCREMENTAL") or "1").lower() in ("1", "true", "yes"),
             dbt_window_lookback_days=int(env.get("DBT_WINDOW_LOOKBACK_DAYS", "3")),
             crm_url=(env.get("CRM_URL") or "http://127.0.0.1:8765").rstrip("/"),
             crm_id_property=env.get("CRM_ID_PROPERTY") or "tidewater_customer_id",

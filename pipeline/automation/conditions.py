@@ -10,6 +10,8 @@ downstream carries `on_upstream_change(...)`, evaluated by `AUTOMATION_SENSOR`:
   running, so five files landing together (five raw runs) give one downstream run once the last of them is
   done, not one per load that happens to finish first;
 - it never fires while the asset itself is running (`~in_progress`): no pile-up behind a slow dbt build;
+- a daily-partitioned dbt model fires for the partition whose raw data changed: a late file for last week
+  rebuilds last week's partition, not today's;
 - unlike `AutomationCondition.eager()` it does not wait for *every* upstream partition to exist — the raw tables
   are daily-partitioned from LANDING_START_DATE, and most past days never receive files — and it does not
   materialize assets merely because they are missing (a fresh deployment waits for data, not for a cron).
@@ -33,20 +35,20 @@ def upstream_in_progress(depth: int) -> dg.AutomationCondition:
 def on_upstream_change(depth: int, separate_runs: dg.AssetSelection | None = None) -> dg.AutomationCondition:
     """The condition of every asset downstream of the raw tables; `depth`: the longest path above it.
 
-    `separate_runs`: for an asset with parents partitioned differently from it (daily-partitioned incremental
-    models under unpartitioned marts, or the reverse), those parents. Dagster launches them in a run of their own,
-    and nothing orders two runs requested in one tick; so such an asset is requested only once one of those
-    parents has actually updated, on a later tick — by then its other parents, upstream of that one, are fresh too.
+    `separate_runs`: for an asset with parents partitioned differently from it (an unpartitioned mart over the
+    daily-partitioned models, or the reverse), those parents. Dagster launches them in a run of their own, and
+    nothing orders two runs requested in one tick; so through those parents the asset fires only once one of them
+    has actually updated, on a later tick. Its other parents still count as usual (e.g. `dim_customers` runs with
+    `stg_shop__customers` after a customers file, and after the orders partition's run after an orders file).
     """
     updated: dg.AutomationCondition = dg.AutomationCondition.any_deps_updated()
     if separate_runs is not None:
         landed = dg.AutomationCondition.newly_updated() & ~dg.AutomationCondition.executed_with_root_target()
-        updated = dg.AutomationCondition.any_deps_match(landed).allow(separate_runs)
+        updated = dg.AutomationCondition.any_deps_updated().ignore(
+            separate_runs
+        ) | dg.AutomationCondition.any_deps_match(landed).allow(separate_runs)
     return (
-        dg.AutomationCondition.in_latest_time_window()
-        & updated.since_last_handled()
-        & ~upstream_in_progress(depth)
-        & ~dg.AutomationCondition.in_progress()
+        updated.since_last_handled() & ~upstream_in_progress(depth) & ~dg.AutomationCondition.in_progress()
     ).with_label("on_upstream_change")
 
 

@@ -50,8 +50,12 @@ def indirect_selection(mode: str) -> Iterator[None]:
 DBT_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-#: dbt models partitioned by landing day, like the raw tables: the incremental ones (see fct_orders.sql)
-INCREMENTAL = "config.materialized:incremental"
+#: dbt models partitioned by landing day, like the raw tables: the incremental ones (see fct_orders.sql) and every
+#: model upstream of them, so the chain from a raw partition to an incremental model is partitioned all the way.
+#: Dagster's asset backfills (and automation) go from a partitioned parent to its partitioned children; with an
+#: unpartitioned view in between, a backfill of a day range never reaches the incremental model. Unpartitioned
+#: models downstream (the marts) are fine: they run once all the partitions they read are done.
+PARTITIONED = "+config.materialized:incremental,resource_type:model"
 
 
 def incremental_models(manifest: dict) -> frozenset[str]:
@@ -62,6 +66,20 @@ def incremental_models(manifest: dict) -> frozenset[str]:
     )
 
 
+def partitioned_models(manifest: dict) -> frozenset[str]:
+    """The unique ids `PARTITIONED` selects: incremental models and the models upstream of them (dbt's `+`
+    walks through any node, e.g. a snapshot; only models are collected)."""
+    nodes, parent_map = manifest["nodes"], manifest.get("parent_map", {})
+    todo = list(incremental_models(manifest))
+    upstream = set(todo)
+    while todo:
+        for parent in parent_map.get(todo.pop(), ()):
+            if parent in nodes and parent not in upstream:
+                upstream.add(parent)
+                todo.append(parent)
+    return frozenset(u for u in upstream if nodes[u]["resource_type"] == "model")
+
+
 def build_dbt_assets(
     project: DbtProject,
     manifest: dict,
@@ -70,9 +88,9 @@ def build_dbt_assets(
     lookback_days: int,
 ) -> list[dg.AssetsDefinition]:
     """`dbt_build` for the project (`manifest`: its parsed manifest, read once at load). With `partitions_def`
-    (DBT_PARTITION_INCREMENTAL) its incremental models are `dbt_incremental` instead: partitioned by landing day,
-    run with the partition range (widened by `lookback_days`) as vars `window_start`/`window_end`, a backfill of
-    many days in one dbt invocation."""
+    (DBT_PARTITION_INCREMENTAL, on by default) its incremental models and the models upstream of them are
+    `dbt_incremental` instead: partitioned by landing day, run with the partition range (widened by
+    `lookback_days`) as vars `window_start`/`window_end`, a backfill of many days in one dbt invocation."""
     incremental = partitions_def is not None and bool(incremental_models(manifest))
 
     def window_vars(context: dg.AssetExecutionContext) -> list[str]:
@@ -82,7 +100,7 @@ def build_dbt_assets(
         return ["--vars", json.dumps({"window_start": start.isoformat(), "window_end": end.isoformat()})]
 
     assets = [
-        _dbt_multi_asset(project, manifest, translator, "dbt_build", exclude=INCREMENTAL if incremental else None),
+        _dbt_multi_asset(project, manifest, translator, "dbt_build", exclude=PARTITIONED if incremental else None),
     ]
     if incremental:
         assets.append(
@@ -91,7 +109,7 @@ def build_dbt_assets(
                 manifest,
                 translator,
                 "dbt_incremental",
-                select=INCREMENTAL,
+                select=PARTITIONED,
                 partitions_def=partitions_def,
                 extra_args=window_vars,
             )
@@ -303,7 +321,7 @@ def transformation_defs(
 ) -> DbtStage:
     project = dbt_project(settings)
     manifest = json.loads(project.manifest_path.read_text())
-    partitioned = incremental_models(manifest) if settings.dbt_partition_incremental else frozenset()
+    partitioned = partitioned_models(manifest) if settings.dbt_partition_incremental else frozenset()
     translator = PipelineTranslator(depth=dbt_depth(manifest), partitioned=partitioned)
 
     def key_of(unique_id: str) -> dg.AssetKey:

@@ -47,7 +47,6 @@ def runs_requested(defs, result):
 
 def test_one_arrival_gives_one_downstream_run_and_no_storm(load):
     defs = load()
-    assert defs.resolve_asset_graph().get(dg.AssetKey("fct_orders")).partitions_def is None, "opt-in only"
     instance = dg.DagsterInstance.ephemeral()
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert first.total_requested == 0, "a fresh deployment waits for data instead of building everything"
@@ -66,36 +65,56 @@ def test_one_arrival_gives_one_downstream_run_and_no_storm(load):
     assert third.total_requested == 0, "requested once: the next tick does not ask again"
 
 
-def requested_keys(defs, result):
-    return {k for k in defs.resolve_asset_graph().get_all_asset_keys() if result.get_requested_partitions(k)}
+def names(keys):
+    return sorted(k.to_user_string() for k in keys)
 
 
-def test_partitioned_models_run_after_their_unpartitioned_parents_not_beside_them(load):
-    """With DBT_PARTITION_INCREMENTAL, fct_orders is daily-partitioned: Dagster launches it in a run of its own. It is
-    requested once its parents' run has *finished*, and the two marts on top of it after it, never racing them."""
-    defs = load(DBT_PARTITION_INCREMENTAL="1")
+def test_an_orders_file_flows_through_its_day_then_the_marts_in_two_ordered_runs(load):
+    """fct_orders is incremental, so it and the models upstream of it are daily-partitioned like the raw tables. An
+    orders file for a past day gives one run of that day's partition of the chain, and once it has finished, one
+    run of everything unpartitioned downstream (marts, syncs); then nothing more."""
+    defs = load()
+    graph = defs.resolve_asset_graph()
+    partitioned = {k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def and k.path[0] != "raw"}
+    assert names(partitioned) == [
+        "fct_orders",
+        "int_order_items__enriched",
+        "int_orders__items_summarised",
+        "int_orders__payments_summarised",
+        "stg_billing__payments",
+        "stg_shop__order_items",
+        "stg_shop__orders",
+        "stg_shop__products",
+    ]
     instance = dg.DagsterInstance.ephemeral()
     cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
-    loaded(instance, RAW[2], "2026-11-03")  # an orders file
+    loaded(instance, RAW[2], "2026-11-03")  # an orders file, landed late
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    stage_one = requested_keys(defs, first)
-    fct_orders = dg.AssetKey("fct_orders")
-    on_top = {dg.AssetKey("fct_daily_revenue"), dg.AssetKey("mart_channel_performance")}
-    assert dg.AssetKey("stg_shop__orders") in stage_one and stage_one >= SYNCS
-    assert fct_orders not in stage_one and not on_top & stage_one
-    for key in stage_one:  # that run finished
-        loaded(instance, key)
+    [run] = runs_requested(defs, first)
+    assert run.partition_key == "2026-11-03"
+    assert names(run.asset_selection) == [
+        "fct_orders",
+        "int_order_items__enriched",
+        "int_orders__items_summarised",
+        "stg_shop__orders",
+    ]
+    for key in run.asset_selection:  # that run finished
+        loaded(instance, key, "2026-11-03")
     second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
-    assert requested_keys(defs, second) == {fct_orders}
-    [partition] = second.get_requested_partitions(fct_orders)
-    loaded(instance, fct_orders, partition)
-    third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
-    assert requested_keys(defs, third) == on_top
-    for key in on_top:
+    [run] = runs_requested(defs, second)
+    assert run.partition_key is None and set(run.asset_selection) >= SYNCS
+    assert {dg.AssetKey("fct_daily_revenue"), dg.AssetKey("dim_customers")} <= set(run.asset_selection)
+    for key in run.asset_selection:
         loaded(instance, key)
-    fourth = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=third.cursor)
-    assert fourth.total_requested == 0, "every asset once per arrival"
-    load(DBT_PARTITION_INCREMENTAL="0")
+    third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
+    assert third.total_requested == 0, "every asset once per arrival"
+
+
+def test_partitioned_dbt_models_can_be_switched_off(load):
+    defs = load(DBT_PARTITION_INCREMENTAL="0")
+    graph = defs.resolve_asset_graph()
+    assert not [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def and k.path[0] != "raw"]
+    load(DBT_PARTITION_INCREMENTAL="1")
 
 
 def test_a_burst_of_arrivals_waits_for_the_last_load_and_gives_one_run(load):
