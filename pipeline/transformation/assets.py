@@ -162,7 +162,7 @@ def _dbt_multi_asset(
             else:
                 invocation = dbt.cli(["build", *extra], context=context)
         try:
-            yield from events_with_run_metadata(invocation)
+            yield from events_with_run_metadata(invocation, getattr(dbt, "duckdb_path", None))
         except DagsterDbtCliRuntimeError as exc:
             _fail(invocation, exc)
         finally:
@@ -201,7 +201,7 @@ def _fail(invocation: DbtCliInvocation, exc: Exception) -> None:
     ) from exc
 
 
-def events_with_run_metadata(invocation: DbtCliInvocation) -> Iterator[Any]:
+def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | None = None) -> Iterator[Any]:
     """Stream a dbt invocation's events with `dagster/row_count` on every table it built, and on DuckDB the
     model's `execution_seconds` and the invocation's test counts and duration (numbers the UI plots per asset).
 
@@ -209,9 +209,12 @@ def events_with_run_metadata(invocation: DbtCliInvocation) -> Iterator[Any]:
     is what dagster-dbt's `fetch_row_counts()` opens while dbt runs) cannot read it. We therefore keep the
     events — dbt's log still streams to the run's compute log as it happens — and count all built tables in
     one read-only connection once dbt has released the file. Other adapters use `fetch_row_counts()`.
+    `duckdb_path`: the warehouse file, read from the profile by the resource (no adapter handle is built then).
     """
     adapter = invocation.adapter
-    if adapter is None or adapter.type() != "duckdb":
+    if duckdb_path is None and adapter is not None and adapter.type() == "duckdb":
+        duckdb_path = str(adapter.config.credentials.path)
+    if duckdb_path is None:
         yield from invocation.stream().fetch_row_counts()
         return
 
@@ -222,7 +225,7 @@ def events_with_run_metadata(invocation: DbtCliInvocation) -> Iterator[Any]:
             events.append(event)
     except Exception as exc:  # dbt failed: still report what it did build, then re-raise
         failure = exc
-    counts = count_rows(str(adapter.config.credentials.path), relations_of(invocation.manifest, events))
+    counts = count_rows(duckdb_path, relations_of(invocation.manifest, events))
     run_meta, seconds = _run_metadata(invocation)
     for event in events:
         if isinstance(event, dg.Output | dg.AssetMaterialization):

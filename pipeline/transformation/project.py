@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import cached_property
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from dagster_dbt import DbtCliResource, DbtProject
+from dagster._utils import pushd
+from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject
+from packaging import version
 
 from ..settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def dbt_project(settings: Settings) -> DbtProject:
@@ -59,8 +71,126 @@ def dbt_executable() -> str:
     return str(beside) if beside.exists() else "dbt"
 
 
+#: Set while `PipelineDbtCliResource.cli` lets dagster-dbt start dbt: the adapter handle is built after that.
+_ADAPTER_AFTER_START: ContextVar[bool] = ContextVar("adapter_after_start", default=False)
+
+
+@contextmanager
+def _adapter_after_start() -> Iterator[None]:
+    token = _ADAPTER_AFTER_START.set(True)
+    try:
+        yield
+    finally:
+        _ADAPTER_AFTER_START.reset(token)
+
+
+def installed_dbt_core_version(dbt_executable: str) -> version.Version | None:
+    """dbt-core's version from this environment's package metadata, when `dbt_executable` is the `dbt` script
+    installed beside this interpreter (so it runs this very dbt-core); None for any other executable."""
+    resolved = shutil.which(dbt_executable)
+    beside = Path(sys.executable).with_name("dbt")
+    if resolved is None or not beside.exists() or Path(resolved).resolve() != beside.resolve():
+        return None
+    try:
+        return version.parse(metadata.version("dbt-core"))
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def profiles_dir_of(project_dir: Path, profiles_dir: str | None) -> Path:
+    """Where dbt looks for profiles.yml: the given folder, else DBT_PROFILES_DIR, else the project folder when it
+    holds one, else ~/.dbt (dbt's own order)."""
+    if profiles_dir:
+        return Path(profiles_dir)
+    if os.environ.get("DBT_PROFILES_DIR"):
+        return Path(os.environ["DBT_PROFILES_DIR"])
+    return project_dir if (project_dir / "profiles.yml").exists() else Path.home() / ".dbt"
+
+
+def dbt_target_output(
+    project_dir: Path, profiles_dir: str | None, profile: str | None, target: str | None
+) -> dict[str, Any] | None:
+    """The profile's target output (`type`, `path`, ...) rendered the way dbt renders it (`env_var()` included),
+    without building an adapter; None when it cannot be read here (dbt then reports the problem itself)."""
+    from dbt.clients.yaml_helper import load_yaml_text
+    from dbt.config.profile import Profile, read_profile
+    from dbt.config.renderer import ProfileRenderer
+    from dbt_common.context import set_invocation_context
+
+    try:
+        set_invocation_context(os.environ.copy())  # what env_var() reads; dagster-dbt sets it the same way
+        name = profile or load_yaml_text((project_dir / "dbt_project.yml").read_text()).get("profile")
+        raw = read_profile(str(profiles_dir_of(project_dir, profiles_dir))).get(name)
+        if not raw:
+            return None
+        return Profile.render_profile(raw, name, target, ProfileRenderer({}))[1]
+    except Exception:  # a profile dbt itself would refuse: let dbt say why when it runs
+        logger.debug("Could not read the dbt profile's target in-process", exc_info=True)
+        return None
+
+
+class PipelineDbtCliResource(DbtCliResource):
+    """`DbtCliResource` without two start-up costs it pays before every dbt command (issue 6; dagster-dbt 0.29).
+
+    - **The dbt version.** dagster-dbt learns it by running `dbt --version` in a subprocess once per process (its
+      `_cli_version`, to tell dbt Core from Fusion): a second Python start-up with dbt's imports, *and* dbt's own
+      check of the latest release on PyPI, which waits on the network — ~2.5 s per step process here, longer
+      offline. When the executable is the `dbt` installed beside this interpreter the answer is already in
+      this environment's package metadata (`dbt-core`), so we read it there; any other executable (a Fusion
+      binary, a dbt elsewhere on PATH) still gets asked.
+    - **The adapter handle.** dagster-dbt builds an in-process dbt adapter (profile, project, the dbt and adapter
+      macros parsed from Jinja: ~3 s) *before* it starts dbt, although nothing reads it until dbt's events are
+      streamed. We let dagster-dbt start the dbt subprocess first and build the same handle, with dagster-dbt's
+      own method, while dbt runs — the two overlap instead of adding up. `invocation.adapter` is the same object
+      as before by the time `cli()` returns; if building it fails, it is None with dagster-dbt's warning, as
+      before. On DuckDB no handle is built at all: the only use we have for it is counting rows, which
+      `events_with_run_metadata` does with its own read-only connection once dbt has released the file, and the
+      file's path comes from the profile (`duckdb_path`, read without dbt's macros).
+
+    Both override private members of the pinned dagster-dbt (`_cli_version`, `_initialize_dbt_core_adapter`);
+    tests/unit/test_dbt_resource.py fails if they disappear.
+    """
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        installed = installed_dbt_core_version(self.dbt_executable)
+        return installed if installed is not None else super()._cli_version
+
+    @cached_property
+    def duckdb_path(self) -> str | None:
+        """The DuckDB file of the profile's target (relative paths are relative to the project folder, where dbt
+        runs); None when the target is not DuckDB or the profile cannot be read here."""
+        project_dir = Path(self.project_dir)
+        output = dbt_target_output(project_dir, self.profiles_dir, self.profile, self.target)
+        if not output or output.get("type") != "duckdb":
+            return None
+        path = str(output.get("path") or ":memory:")
+        if path == ":memory:" or ":" in path.split("/", 1)[0]:  # in memory, or a URL such as md:
+            return path
+        return str(project_dir / path)
+
+    def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> Any:
+        if self.duckdb_path is not None or _ADAPTER_AFTER_START.get():
+            return None  # DuckDB: not needed; otherwise built by `cli` once dbt has started
+        return super()._initialize_dbt_core_adapter(args)
+
+    def cli(self, args: Sequence[str], **kwargs: Any) -> DbtCliInvocation:
+        with _adapter_after_start():
+            invocation = super().cli(args, **kwargs)
+        if not invocation.is_fusion and self.duckdb_path is None:
+            with pushd(str(invocation.project_dir)):  # where dagster-dbt builds it, too
+                try:
+                    invocation.adapter = super()._initialize_dbt_core_adapter(args)
+                except Exception:
+                    logger.warning(
+                        "An error was encountered when creating a handle to the dbt adapter in Dagster.",
+                        exc_info=True,
+                    )
+        return invocation
+
+
 def dbt_resource(project: DbtProject) -> DbtCliResource:
-    return DbtCliResource(
+    return PipelineDbtCliResource(
         dbt_executable=dbt_executable(),
         project_dir=project,
         profiles_dir=str(project.profiles_dir) if project.profiles_dir else None,

@@ -45,6 +45,11 @@ class PipelineTranslator(DagsterDbtTranslator):
         self.depth = depth
         self.partitioned = partitioned
         self._conditions: dict[tuple[str, ...], dg.AutomationCondition] = {}
+        #: dagster-dbt asks for every node's spec once per multi-asset and again for each node's parents; on a
+        #: 5,000-model project that is tens of thousands of calls (bench P1). Specs are immutable, so each is
+        #: computed once per (manifest, node, with/without project).
+        self._specs: dict[tuple[int, str, bool], dg.AssetSpec] = {}
+        self._manifests: dict[int, Mapping[str, Any]] = {}  # kept alive, so an id is never reused for another
 
     def _condition(self, manifest: Mapping[str, Any], unique_id: str) -> dg.AutomationCondition:
         """A model whose parents include models of the other partitioning waits for those to have updated (see
@@ -60,12 +65,18 @@ class PipelineTranslator(DagsterDbtTranslator):
             )
         )
         if cross not in self._conditions:
-            plain = DagsterDbtTranslator()  # same keys as ours (we change groups and owners, not keys), no recursion
-            keys = [plain.get_asset_spec(manifest, p, None).key for p in cross]
+            keys = [self.get_asset_spec(manifest, p, None).key for p in cross]  # parents first: a DAG, no cycle
             self._conditions[cross] = on_upstream_change(self.depth, dg.AssetSelection.assets(*keys) if keys else None)
         return self._conditions[cross]
 
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
+        cache_key = (id(manifest), unique_id, project is None)
+        if (cached := self._specs.get(cache_key)) is None:
+            self._manifests.setdefault(id(manifest), manifest)
+            cached = self._specs[cache_key] = self._asset_spec(manifest, unique_id, project)
+        return cached
+
+    def _asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
         props = self.get_resource_props(manifest, unique_id)
         group = group_from_path(props)

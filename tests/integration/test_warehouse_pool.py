@@ -87,6 +87,7 @@ def test_two_runs_at_once_queue_for_the_warehouse_instead_of_failing(module_env,
         assert conn.execute("select count(*) from raw.customers").fetchone()[0] == summary["rows"]["customers"]
         assert conn.execute("select count(*) from activation.sync_state").fetchone()[0] == 600
 
+    module_env.setenv("DAGSTER_HOME", str(home))  # our dagster.yaml keeps Dagster's folders under DAGSTER_HOME
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
     runs = {r.asset_selection and next(iter(r.asset_selection)).to_user_string(): r for r in instance.get_runs()}
     blocked = [

@@ -1,0 +1,44 @@
+"""Child processes the cases time or prepare with: a Python script in a fresh interpreter, `dbt parse`.
+
+A fresh process per repetition keeps import caches and module state of one repetition out of the next.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .harness import REPO_ROOT, stopwatch
+
+DBT = str(Path(sys.executable).with_name("dbt"))
+
+
+def run_python(script: str, *args: str, env: dict[str, str], what: str) -> tuple[dict[str, Any], float]:
+    """`python -c script args...` from the repository root: (the JSON object on its last stdout line, wall seconds
+    of the whole process). Raises with the end of stderr when the script fails."""
+    with stopwatch() as t:
+        done = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-4000:]}")
+    lines = done.stdout.strip().splitlines()
+    return (json.loads(lines[-1]) if lines else {}), t.seconds
+
+
+def dbt_parse(project: Path, env: dict[str, str]) -> None:
+    """`dbt parse` of `project` (its own profiles.yml), untimed setup: a manifest must exist before assets load."""
+    subprocess.run(
+        [DBT, "parse", "--quiet", "--project-dir", str(project), "--profiles-dir", str(project)],
+        cwd=project,
+        env=env,
+        check=True,
+    )
