@@ -5,7 +5,8 @@ named *measures*: callables that run one repetition and return the seconds of th
 own untimed setup and teardown, e.g. a fresh DuckDB file), or several named timings taken in that one repetition.
 The harness runs the measures named for warm-up once, untimed, then every measure once per round, in the order
 given (ours, baseline, ours, baseline, ...), so drift in the machine (page cache, CPU boost, a neighbour's load)
-hits both sides alike. A *row* of the report compares two timings by the ratio of their medians.
+hits both sides alike. A *row* of the report compares two timings by the ratio of their medians, or, without a
+baseline, holds one timing's median against an absolute limit in seconds (e.g. end-to-end latency).
 
 Adding a case: a module in `bench/cases/` with a `CASE = Case(...)`, listed in `bench/cases/__init__.py`.
 """
@@ -46,12 +47,14 @@ VERSIONS_OF = ("duckdb", "dagster", "boto3", "moto")
 class Row:
     """One line of the report: `ours` against `baseline` (names of measures), ratio of medians against `goal`.
 
-    A row without a goal is informational (shown as `info`), e.g. a naive alternative we do not ship.
+    Without a baseline the row is absolute: `goal` is a limit in seconds on the median of `ours`.
+    A row without a goal is informational (shown as `info`), e.g. a naive alternative we do not ship, or one part
+    of an absolute timing.
     """
 
     what: str
     ours: str
-    baseline: str
+    baseline: str | None = None
     goal: float | None = None
 
 
@@ -84,17 +87,21 @@ class RowResult:
     case: str
     row: Row
     ours: float
-    baseline: float
+    baseline: float | None
 
     @property
-    def ratio(self) -> float:
+    def ratio(self) -> float | None:
+        """Ours over baseline; None for an absolute row (no baseline)."""
+        if self.baseline is None:
+            return None
         return self.ours / self.baseline if self.baseline > 0 else float("inf")
 
     @property
     def verdict(self) -> str:
         if self.row.goal is None:
             return "info"
-        return "pass" if self.ratio <= self.row.goal else "miss"
+        measured = self.ours if self.ratio is None else self.ratio
+        return "pass" if measured <= self.row.goal else "miss"
 
 
 @dataclass
@@ -137,7 +144,10 @@ def run_case(case: Case, *, quick: bool, repeat: int) -> CaseResult:
                     samples.setdefault(timing, []).append(seconds)
                     log.info("%s round %d/%d: %s %s", case.id, round_, repeat, timing, fmt_seconds(seconds))
     medians = {name: statistics.median(values) for name, values in samples.items()}
-    rows = [RowResult(case.id, row, medians[row.ours], medians[row.baseline]) for row in setup.rows]
+    rows = [
+        RowResult(case.id, row, medians[row.ours], None if row.baseline is None else medians[row.baseline])
+        for row in setup.rows
+    ]
     return CaseResult(case, samples, rows, setup.notes)
 
 
@@ -157,10 +167,12 @@ def results_table(results: list[CaseResult]) -> str:
     ]
     for result in results:
         for r in result.rows:
-            goal = f"≤ {r.row.goal:g}" if r.row.goal is not None else "—"
+            unit = " s" if r.baseline is None else ""  # an absolute limit is in seconds, a ratio has no unit
+            goal = f"≤ {r.row.goal:g}{unit}" if r.row.goal is not None else "—"
+            baseline = "—" if r.baseline is None else fmt_seconds(r.baseline)
+            ratio = "—" if r.ratio is None else f"{r.ratio:.2f}"
             lines.append(
-                f"| {r.case} | {r.row.what} | {fmt_seconds(r.ours)} | {fmt_seconds(r.baseline)} | {r.ratio:.2f}"
-                f" | {goal} | {r.verdict} |"
+                f"| {r.case} | {r.row.what} | {fmt_seconds(r.ours)} | {baseline} | {ratio} | {goal} | {r.verdict} |"
             )
     return "\n".join(lines)
 
@@ -204,7 +216,8 @@ def report(results: list[CaseResult], *, command: str, quick: bool, repeat: int,
         " warm-up of the measures a case names; medians below",
         *machine_lines(),
         "",
-        "Ratio = ours median / baseline median, both measured in this run on the same input; lower is better.",
+        "Ratio = ours median / baseline median, both measured in this run on the same input; lower is better."
+        " A row without a baseline (—) holds ours' median against an absolute limit in seconds.",
         "",
         results_table(results),
         "",

@@ -1,6 +1,16 @@
 """The benchmark cases in the order `python -m bench` runs them; a new case: a module with `CASE`, listed here."""
 
 from ..harness import Case
-from . import activation, ingest, sensor
+from . import activation, end_to_end, ingest, load, overhead, sensor
 
-CASES: dict[str, Case] = {case.id: case for case in (ingest.CASE, sensor.CASE, activation.CASE)}
+CASES: dict[str, Case] = {
+    case.id: case
+    for case in (
+        load.CASE,
+        overhead.CASE,
+        ingest.CASE,
+        sensor.CASE,
+        activation.CASE,
+        end_to_end.CASE,
+    )
+}

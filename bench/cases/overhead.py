@@ -3,10 +3,10 @@
 Ours is what a run of the code location's dbt assets does: a fresh Python process imports and loads
 `pipeline.definitions` with DBT_PROJECT_DIR at the project, then executes every dbt asset (and its checks) of the
 implicit global asset job in process against a fresh on-disk Dagster instance configured by our dagster.yaml
-(SQLite storage, as `make dev` uses). That runs our dbt op: the DbtCliResource (dbt version, adapter handle), `dbt build` in a subprocess with the
-partial-parse file copied in, every dbt event turned into a Dagster event and written to the instance, row counts,
-run metadata and the artifacts saved under DBT_ARTIFACTS_URL. The baseline is what a user runs without Dagster:
-`dbt build` in the project folder, as a subprocess, timed from start to exit.
+(SQLite storage, as `make dev` uses). That runs our dbt op: the dbt resource (dbt version, profile), `dbt build` in
+a subprocess with the partial-parse file copied in, every dbt event turned into a Dagster event and written to the
+instance, row counts, run metadata and the artifacts saved under DBT_ARTIFACTS_URL. The baseline is what a user
+runs without Dagster: `dbt build` in the project folder, as a subprocess, timed from start to exit.
 
 The main rows compare the execution (from the run's start to its end, inside the process) with the whole bare
 `dbt build` process: the interpreter start and dbt's imports are paid inside both (ours starts `dbt` as a
