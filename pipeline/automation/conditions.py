@@ -14,13 +14,23 @@ downstream carries `on_upstream_change(...)`, evaluated by `AUTOMATION_SENSOR`:
   rebuilds last week's partition, not today's;
 - unlike `AutomationCondition.eager()` it does not wait for *every* upstream partition to exist — the raw tables
   are daily-partitioned from LANDING_START_DATE, and most past days never receive files — and it does not
-  materialize assets merely because they are missing (a fresh deployment waits for data, not for a cron).
+  materialize assets merely because they are missing (a fresh deployment waits for data, not for a cron); but an
+  unpartitioned parent (a seed, a staging view, a mart) must exist or be built in the same run;
 
 Failed upstream checks are not a reason to hold back here: the sync gates refuse to send and fail with the reason,
 which is what pages the owner (see `alerts`).
 """
 
 import dagster as dg
+
+#: Tag on every daily-partitioned asset (the raw tables, the partitioned dbt models): most of their partitions never
+#: exist (no files that day), so "every parent exists" is only asked of the others.
+PARTITIONED_TAG = {"partitioned": "daily"}
+#: Parents that need not exist for a downstream asset to run: daily-partitioned ones, and external assets (the
+#: landing prefixes, dbt sources without an ingestion asset), which Dagster never materializes.
+NOT_REQUIRED = dg.AssetSelection.tag(*next(iter(PARTITIONED_TAG.items()))) | (
+    dg.AssetSelection.all(include_sources=True) - dg.AssetSelection.all()
+)
 
 
 def upstream_in_progress(depth: int) -> dg.AutomationCondition:
@@ -39,17 +49,29 @@ def on_upstream_change(depth: int, separate_runs: dg.AssetSelection | None = Non
     daily-partitioned models, or the reverse), those parents. Dagster launches them in a run of their own, and
     nothing orders two runs requested in one tick; so through those parents the asset fires only once one of them
     has actually updated, on a later tick. Its other parents still count as usual (e.g. `dim_customers` runs with
-    `stg_shop__customers` after a customers file, and after the orders partition's run after an orders file).
+    `stg_shop__customers` after a customers file, and after the orders partition's run after an orders file), but
+    not while one of those parents is requested or in progress.
     """
     updated: dg.AutomationCondition = dg.AutomationCondition.any_deps_updated()
+    # Every (unpartitioned) parent exists or is built in the same run: a seed built by hand on a fresh deployment
+    # must not send dim_customers to a dbt build whose staging views do not exist yet.
+    parent_missing = dg.AutomationCondition.missing() & ~dg.AutomationCondition.will_be_requested()
+    ready: dg.AutomationCondition = ~upstream_in_progress(depth) & ~dg.AutomationCondition.any_deps_match(
+        parent_missing
+    ).ignore(NOT_REQUIRED)
     if separate_runs is not None:
         landed = dg.AutomationCondition.newly_updated() & ~dg.AutomationCondition.executed_with_root_target()
-        updated = dg.AutomationCondition.any_deps_updated().ignore(
-            separate_runs
-        ) | dg.AutomationCondition.any_deps_match(landed).allow(separate_runs)
-    return (
-        updated.since_last_handled() & ~upstream_in_progress(depth) & ~dg.AutomationCondition.in_progress()
-    ).with_label("on_upstream_change")
+        same_run = dg.AutomationCondition.any_deps_updated().ignore(separate_runs)
+        updated = same_run | dg.AutomationCondition.any_deps_match(landed).allow(separate_runs)
+        # Nor while one of those parents has an update of its own to catch up on (it is requested in this very
+        # tick, and its run is not in progress yet): a customers and an orders file together must not build
+        # dim_customers before the orders partition's run. (`will_be_requested` only sees parents of the same run.)
+        pending = dg.AutomationCondition.any_deps_updated().since_last_handled()
+        coming = dg.AutomationCondition.any_deps_match(pending).allow(separate_runs)
+        ready = ready & ~coming
+    return (updated.since_last_handled() & ready & ~dg.AutomationCondition.in_progress()).with_label(
+        "on_upstream_change"
+    )
 
 
 def longest_path(parents: dict[str, list[str]]) -> int:

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-#: Steps still run in their own processes, but forked from a server that has already imported the code
-#: location: importing dagster, dagster-dbt and dbt costs ~10 s on a small machine, once per step otherwise.
-#: Parallelism inside a run is small anyway: every step that touches DuckDB waits for the one `warehouse` slot.
-EXECUTOR = dg.multiprocess_executor.configured(
-    {"max_concurrent": 4, "start_method": {"forkserver": {"preload_modules": ["pipeline.definitions"]}}}
-)
+#: Steps run one after another in the run's own process. Every step that touches DuckDB waits for the one
+#: `warehouse` slot anyway, so a process per step (the multiprocess executor, even forked from a preloaded server)
+#: bought no parallelism here, only ~4 s per step to start a process and load the code location again: on an
+#: arrival that is the raw load's step and then dbt's and each sync's (bench P7). Pools, retries and retry policies
+#: work the same in process.
+EXECUTOR = dg.in_process_executor

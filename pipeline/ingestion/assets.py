@@ -6,6 +6,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
+from ..automation.conditions import PARTITIONED_TAG
 from ..automation.retries import TRANSIENT_RETRY
 from ..external import landing_asset_key, landing_specs
 from ..resources import LandingResource, WarehouseResource
@@ -112,6 +113,7 @@ def build_ingestion_asset(
         kinds={"duckdb"},
         deps=[landing_asset_key(contract.system)],
         partitions_def=partitions_def,
+        tags=PARTITIONED_TAG,
         # A backfill of many days is one run that loads every file in the range, not one run per day.
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,

@@ -39,6 +39,31 @@ def loaded(instance, key, partition=None):
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
 
 
+def built(defs):
+    """An instance where the one-off "Materialize all" has run: every unpartitioned asset exists (partitioned ones
+    are judged per partition, and automation never asks for all of theirs)."""
+    instance = dg.DagsterInstance.ephemeral()
+    graph = defs.resolve_asset_graph()
+    for key in graph.materializable_asset_keys:
+        if graph.get(key).partitions_def is None:
+            loaded(instance, key)
+    return instance
+
+
+def test_nothing_runs_on_parents_that_were_never_built(load):
+    """A fresh deployment where only the seed was built (by hand) and then a customers file loaded: the staging view
+    over it runs, but not dim_customers, whose other parents do not exist yet (its dbt build would fail)."""
+    defs = load()
+    instance = dg.DagsterInstance.ephemeral()
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+    loaded(instance, dg.AssetKey("country_regions"))
+    loaded(instance, RAW[0], "2026-11-01")
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    requested = {k for k in defs.resolve_asset_graph().get_all_asset_keys() if result.get_requested_partitions(k)}
+    assert dg.AssetKey("stg_shop__customers") in requested
+    assert dg.AssetKey("dim_customers") not in requested and not SYNCS & requested
+
+
 def runs_requested(defs, result):
     """The run requests the automation sensor would launch for this evaluation (its own grouping code)."""
     graph = defs.resolve_asset_graph()
@@ -47,7 +72,7 @@ def runs_requested(defs, result):
 
 def test_one_arrival_gives_one_downstream_run_and_no_storm(load):
     defs = load()
-    instance = dg.DagsterInstance.ephemeral()
+    instance = built(defs)
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert first.total_requested == 0, "a fresh deployment waits for data instead of building everything"
 
@@ -86,7 +111,7 @@ def test_an_orders_file_flows_through_its_day_then_the_marts_in_two_ordered_runs
         "stg_shop__orders",
         "stg_shop__products",
     ]
-    instance = dg.DagsterInstance.ephemeral()
+    instance = built(defs)
     cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
     loaded(instance, RAW[2], "2026-11-03")  # an orders file, landed late
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
@@ -110,6 +135,34 @@ def test_an_orders_file_flows_through_its_day_then_the_marts_in_two_ordered_runs
     assert third.total_requested == 0, "every asset once per arrival"
 
 
+def test_customers_and_orders_together_build_dim_customers_after_the_orders_partition(load):
+    """Both files of a day loaded at once: the orders partition's run is requested, and dim_customers (which reads
+    it) waits for that run to finish instead of racing it in a run of its own (on a fresh warehouse that run fails:
+    the partitioned views do not exist yet)."""
+    defs = load()
+    instance = built(defs)
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+    loaded(instance, RAW[0], "2026-11-04")  # customers
+    loaded(instance, RAW[2], "2026-11-04")  # orders
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    runs = runs_requested(defs, first)
+    [partitioned] = [run for run in runs if run.partition_key == "2026-11-04"]
+    assert dg.AssetKey("fct_orders") in partitioned.asset_selection
+    requested = {key for run in runs for key in run.asset_selection}
+    assert dg.AssetKey("stg_shop__customers") in requested
+    assert dg.AssetKey("dim_customers") not in requested and not SYNCS & requested
+    for run in runs:  # those runs finished
+        for key in run.asset_selection:
+            loaded(instance, key, run.partition_key)
+    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    [run] = runs_requested(defs, second)
+    assert dg.AssetKey("dim_customers") in run.asset_selection and set(run.asset_selection) >= SYNCS
+    for key in run.asset_selection:
+        loaded(instance, key)
+    third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
+    assert third.total_requested == 0
+
+
 def test_partitioned_dbt_models_can_be_switched_off(load):
     defs = load(DBT_PARTITION_INCREMENTAL="0")
     graph = defs.resolve_asset_graph()
@@ -119,7 +172,7 @@ def test_partitioned_dbt_models_can_be_switched_off(load):
 
 def test_a_burst_of_arrivals_waits_for_the_last_load_and_gives_one_run(load):
     defs = load()
-    instance = dg.DagsterInstance.ephemeral()
+    instance = built(defs)
     cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
     # Four tables loaded; the fifth load is still running (a run that planned raw/payments has started).
     for key in RAW[:4]:
