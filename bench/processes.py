@@ -6,6 +6,7 @@ A fresh process per repetition keeps import caches and module state of one repet
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,17 @@ from typing import Any
 from .harness import REPO_ROOT, stopwatch
 
 DBT = str(Path(sys.executable).with_name("dbt"))
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any setting the pipeline, Dagster or dbt reads, plus `settings`: a child
+    sees only what its case gives it (never a developer's DUCKDB_PATH or CRM_URL)."""
+    prefixes = ("DBT_", "DAGSTER_", "DUCKDB_", "LANDING_", "CRM_", "WEBHOOK_", "SLACK_", "SYNC_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env.update(settings)
+    return env
 
 
 def run_python(script: str, *args: str, env: dict[str, str], what: str) -> tuple[dict[str, Any], float]:

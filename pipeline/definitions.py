@@ -23,7 +23,7 @@ def defs() -> dg.Definitions:
     ingestion = ingestion_defs(settings)
     ingested = {key for a in ingestion.assets or [] if isinstance(a, dg.AssetsDefinition) for key in a.keys}
     dbt = transformation_defs(settings, ingested, raw_partitions(settings))
-    activation = activation_defs(settings, dbt.manifest, dbt.key_of, {key: [CONTRACT_CHECK] for key in ingested})
+    activation = activation_defs(settings, dbt, {key: [CONTRACT_CHECK] for key in ingested})
     stages = [ingestion, dbt.defs, activation]
     specs = [spec for stage in stages for spec in asset_specs(stage)]
     owners = {spec.key: list(spec.owners) for spec in specs if spec.owners}

@@ -14,6 +14,7 @@ they use Dagster's default folders under DAGSTER_HOME (`history/runs/`, `history
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,8 +49,12 @@ _CONFIG: UserConfigSchema = {"base_dir": dg.Field(dg.StringSource, is_required=F
 class LocalEventLogStorage(SqliteEventLogStorage):
     """`SqliteEventLogStorage` (one file per run plus a cross-run index) with an engine per file, kept."""
 
+    #: Engines kept for the most recently used run files (the index's is one of them); the webserver and daemon
+    #: live for weeks and touch thousands of runs, so older runs' engines are dropped (and rebuilt if needed).
+    KEEP_ENGINES = 32
+
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
-        self._engines: dict[str, Engine] = {}
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
         super().__init__(base_dir, inst_data=inst_data)
 
     @classmethod
@@ -73,6 +78,9 @@ class LocalEventLogStorage(SqliteEventLogStorage):
                     poolclass=NullPool,
                     connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
                 )
+                while len(self._engines) > self.KEEP_ENGINES:
+                    self._engines.popitem(last=False)[1].dispose()
+            self._engines.move_to_end(shard)
             if shard not in self._initialized_dbs:
                 self._initdb(engine)
                 self._initialized_dbs.add(shard)

@@ -22,15 +22,14 @@ adds `RepositorySnap.from_def` — the snapshot a code server sends to the webse
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from bench.synthetic import generate
 
-from ..harness import REPO_ROOT, Case, Row, Setup, stopwatch
-from ..processes import dbt_parse, run_python
+from ..harness import Case, Row, Setup, stopwatch
+from ..processes import clean_env, dbt_parse, run_python
 
 FULL_SIZES = (1_000, 5_000)
 QUICK_SIZES = (50, 250)
@@ -80,17 +79,14 @@ print(json.dumps({
 
 def probe_env(project: Path, workdir: Path) -> dict[str, str]:
     """The code location pointed at `project`, every other setting inside `workdir` (never the repository's .data)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_IS_DEV", "DBT_"))}
-    env.update(
+    return clean_env(
         DBT_PROJECT_DIR=str(project),
         DBT_PROFILES_DIR=str(project),
         DBT_PARTITION_INCREMENTAL="1",
         DBT_ARTIFACTS_URL=str(workdir / "dbt_artifacts"),
         DUCKDB_PATH=str(project / "warehouse.duckdb"),
         LANDING_URL=str(workdir / "landing"),
-        PYTHONPATH=str(REPO_ROOT),
     )
-    return env
 
 
 def run_probe(side: str, project: Path, env: dict[str, str]) -> tuple[dict, float]:
@@ -107,7 +103,7 @@ def prepare(quick: bool, workdir: Path) -> Iterator[Setup]:
     for size in (small, large):
         with stopwatch() as made:
             project = generate(workdir / f"synthetic_{size}", size)
-            dbt_parse(project.path, {k: v for k, v in os.environ.items() if not k.startswith("DBT_")})
+            dbt_parse(project.path, clean_env())
         manifest = json.loads((project.path / "target" / "manifest.json").read_text())
         models = [n for n in manifest["nodes"].values() if n["resource_type"] == "model"]
         tests = [n for n in manifest["nodes"].values() if n["resource_type"] == "test"]

@@ -27,10 +27,8 @@ the same number of models/seeds/snapshots and ran the same number of tests, and 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +38,7 @@ import duckdb
 from bench.synthetic import generate
 
 from ..harness import REPO_ROOT, Case, Row, Setup, stopwatch
-from ..processes import DBT, dbt_parse, run_python
+from ..processes import DBT, clean_env, dbt_parse, run_python
 
 FULL_MODELS, QUICK_MODELS = 500, 50
 FULL_DEMO, QUICK_DEMO = {"days": 14, "customers": 500}, {"days": 3, "customers": 60}
@@ -167,16 +165,6 @@ class BenchProject:
                 f"{s}.{t}"
                 for s, t in conn.execute("select table_schema, table_name from information_schema.tables").fetchall()
             }
-
-
-def clean_env(**settings: str) -> dict[str, str]:
-    """The bench's environment without any setting the pipeline or dbt reads, plus `settings`."""
-    prefixes = ("DBT_", "DAGSTER_", "DUCKDB_", "LANDING_", "CRM_", "WEBHOOK_", "SLACK_", "SYNC_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    env.update(settings)
-    return env
 
 
 def prepare_demo(root: Path, size: dict[str, int]) -> BenchProject:

@@ -8,11 +8,12 @@ from typing import Any
 import dagster as dg
 import httpx
 
-from ..automation.conditions import dbt_depth, on_upstream_change
+from ..automation.conditions import on_upstream_change
 from ..automation.retries import TRANSIENT_RETRY
 from ..external import destination_spec
 from ..resources import CrmResource, HttpDestinationResource, SlackResource, WarehouseResource, WebhookResource
 from ..settings import WAREHOUSE_POOL, Settings
+from ..transformation.assets import DbtStage
 from .destinations import CrmDestination, WebhookDestination
 from .gates import blast_radius_refusal, describe, gather, input_refusals
 from .outbox import REJECTED, Destination, DiffCounts, SyncOutcome, run_sync
@@ -280,10 +281,10 @@ def build_slack_summary_asset(syncs: list[ResolvedSync], depth: int = 1) -> dg.A
 
 
 def activation_defs(
-    settings: Settings, manifest: dict, key_of, extra_checks: dict[dg.AssetKey, list[str]] | None = None
+    settings: Settings, dbt: DbtStage, extra_checks: dict[dg.AssetKey, list[str]] | None = None
 ) -> dg.Definitions:
-    syncs = resolve_syncs(load_syncs(), manifest, key_of, extra_checks)
-    depth = dbt_depth(manifest)
+    syncs = resolve_syncs(load_syncs(), dbt.manifest, dbt.key_of, extra_checks)
+    depth = dbt.depth
     if not syncs:
         return dg.Definitions()
     return dg.Definitions(

@@ -25,10 +25,11 @@ import dagster as dg
 
 #: Tag on every daily-partitioned asset (the raw tables, the partitioned dbt models): most of their partitions never
 #: exist (no files that day), so "every parent exists" is only asked of the others.
-PARTITIONED_TAG = {"partitioned": "daily"}
+PARTITIONED_TAG_KEY, PARTITIONED_TAG_VALUE = "partitioned", "daily"
+PARTITIONED_TAG = {PARTITIONED_TAG_KEY: PARTITIONED_TAG_VALUE}
 #: Parents that need not exist for a downstream asset to run: daily-partitioned ones, and external assets (the
 #: landing prefixes, dbt sources without an ingestion asset), which Dagster never materializes.
-NOT_REQUIRED = dg.AssetSelection.tag(*next(iter(PARTITIONED_TAG.items()))) | (
+NOT_REQUIRED = dg.AssetSelection.tag(PARTITIONED_TAG_KEY, PARTITIONED_TAG_VALUE) | (
     dg.AssetSelection.all(include_sources=True) - dg.AssetSelection.all()
 )
 

@@ -297,6 +297,8 @@ class DbtStage:
     defs: dg.Definitions
     manifest: dict
     key_of: Callable[[str], dg.AssetKey]
+    #: levels from the raw tables down to the deepest dbt node (for the automation conditions below it)
+    depth: int
 
 
 def external_source_specs(
@@ -325,7 +327,8 @@ def transformation_defs(
     project = dbt_project(settings)
     manifest = json.loads(project.manifest_path.read_text())
     partitioned = partitioned_models(manifest) if settings.dbt_partition_incremental else frozenset()
-    translator = PipelineTranslator(depth=dbt_depth(manifest), partitioned=partitioned)
+    depth = dbt_depth(manifest)
+    translator = PipelineTranslator(depth=depth, partitioned=partitioned)
 
     def key_of(unique_id: str) -> dg.AssetKey:
         return translator.get_asset_spec(manifest, unique_id, project).key
@@ -346,4 +349,5 @@ def transformation_defs(
         ),
         manifest=manifest,
         key_of=key_of,
+        depth=depth,
     )

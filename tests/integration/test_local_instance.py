@@ -34,6 +34,11 @@ def test_runs_and_events_land_in_dagsters_own_files(tmp_path, monkeypatch):
         records = instance.fetch_materializations(dg.AssetKey("doubled"), limit=10).records
         assert [r.asset_materialization.metadata["rows"].value for r in records] == [6, 6]
         assert len(instance.event_log_storage._engines) == 3  # noqa: SLF001 - the cross-run index and two runs
+        # A long-lived process keeps engines for the most recent files only; a dropped one is simply rebuilt.
+        monkeypatch.setattr(LocalEventLogStorage, "KEEP_ENGINES", 2)
+        result = dg.materialize([numbers, doubled], instance=instance)
+        assert len(instance.event_log_storage._engines) == 2  # noqa: SLF001
+        assert len(instance.fetch_materializations(dg.AssetKey("doubled"), limit=10).records) == 3
         run_id = result.run_id
 
     # The files are where Dagster keeps them by default, in its schema: its own classes read them.
