@@ -10,7 +10,9 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import orjson
 from dagster_dbt import DagsterDbtCliRuntimeError, DbtCliInvocation, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 
 from ..automation.conditions import dbt_depth
 from ..resources import DbtArtifactsResource
@@ -25,24 +27,32 @@ EXTERNAL_SOURCES_GROUP = "external_sources"
 COUNTABLE = {"table", "incremental", "snapshot", "seed"}
 
 
-@contextmanager
-def indirect_selection(mode: str) -> Iterator[None]:
-    """Run dbt with DBT_INDIRECT_SELECTION=`mode` unless the environment already sets it.
+#: Environment dbt runs with, unless the environment already sets the variable (dagster-dbt passes ours on).
+DBT_ENV_DEFAULTS = {
+    # dagster-dbt reads this when it builds the command (and overrides it with `empty` when it selects tests
+    # explicitly). With dbt's default, `eager`, a subset run — as an asset backfill launches for the dbt assets
+    # whose upstream partitions are done — also runs every relationships test touching a selected model, including
+    # tests whose other model is not built yet, which fails on a fresh warehouse. `buildable` runs a test only when
+    # all its parents are selected or upstream of the selection.
+    "DBT_INDIRECT_SELECTION": "buildable",
+    # dagster-dbt sets DBT_LOG_FORMAT=json to parse dbt's events from stdout, and dbt then writes its debug log file
+    # (target/<invocation>/dbt.log) as JSON too: ~10 JSON events per node, serialized with their node info, costing
+    # ~0.45 s of a demo build (bench P2). The file gets dbt's own default instead, the text debug log a bare
+    # `dbt build` writes (and which dagster-dbt's error message points to); stdout stays JSON.
+    "DBT_LOG_FORMAT_FILE": "debug",
+}
 
-    dagster-dbt reads this variable when it builds the command (and overrides it with `empty` when it selects
-    tests explicitly). With dbt's default, `eager`, a subset run — as an asset backfill launches for the dbt
-    assets whose upstream partitions are done — also runs every relationships test touching a selected model,
-    including tests whose other model is not built yet, which fails on a fresh warehouse. `buildable` runs a
-    test only when all its parents are selected or upstream of the selection.
-    """
-    previous = os.environ.get("DBT_INDIRECT_SELECTION")
-    if previous is None:
-        os.environ["DBT_INDIRECT_SELECTION"] = mode
+
+@contextmanager
+def dbt_env_defaults() -> Iterator[None]:
+    """Set `DBT_ENV_DEFAULTS` that the environment does not set, while dagster-dbt starts dbt."""
+    added = [name for name in DBT_ENV_DEFAULTS if name not in os.environ]
+    os.environ.update({name: DBT_ENV_DEFAULTS[name] for name in added})
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("DBT_INDIRECT_SELECTION", None)
+        for name in added:
+            os.environ.pop(name, None)
 
 
 #: dbt is retried when it *errored* (a lock, a dropped connection): the retry runs only what the failed attempt did
@@ -147,9 +157,9 @@ def _dbt_multi_asset(
         store = dbt_artifacts.store()
         attempt = context.retry_number
         step = context.op.name
-        extra = extra_args(context) if extra_args else []
+        extra = [*(extra_args(context) if extra_args else []), *dbt_log_args(dbt)]
         redo = retry_selection(store, context.run_id, step, attempt, manifest) if attempt else None
-        with indirect_selection("buildable"):
+        with dbt_env_defaults():
             if redo:
                 context.log.info(
                     f"Attempt {attempt + 1}: `dbt build` of the {len(redo)} nodes attempt {attempt} did not finish"
@@ -191,14 +201,81 @@ def _fail(invocation: DbtCliInvocation, exc: Exception) -> None:
         results = invocation.get_artifact("run_results.json").get("results", [])
     except Exception:  # dbt died before writing it: treat as transient
         raise exc from None
-    errored = [r["unique_id"] for r in results if r.get("status") in ("error", "runtime error")]
+    errored = [r for r in results if r.get("status") in ("error", "runtime error")]
     failed_tests = [r["unique_id"] for r in results if r.get("status") == "fail"]
-    if errored or not failed_tests:
+    if errored:  # what dagster-dbt parses from dbt's JSON log, which a text log (`dbt_log_args`) does not give it
+        details = "\n".join(f"- {r['unique_id']}: {(r.get('message') or '').strip()[:500]}" for r in errored[:20])
+        raise DagsterDbtCliRuntimeError(description=f"{exc.description}\n\nErrored dbt nodes:\n{details}") from exc
+    if not failed_tests:
         raise exc
     raise dg.Failure(
         f"dbt tests failed: {', '.join(failed_tests[:20])}. Not retried: the data has to change first.",
         allow_retries=False,
     ) from exc
+
+
+def dbt_log_args(dbt: DbtCliResource) -> list[str]:
+    """`--log-format text` on DuckDB, where `events_with_run_metadata` reads the results from run_results.json.
+
+    dagster-dbt runs dbt with a JSON log on stdout to turn each result line into a Dagster event as it comes.
+    dbt serializes every log event of a build to JSON then (~1 KB each, several per node): ~0.5 s of a 100-model
+    build here (bench P2). On DuckDB we cannot report a result before dbt exits anyway (see
+    `events_with_run_metadata`), so dbt prints the text log a bare `dbt build` prints — dagster-dbt copies it to
+    the step's compute log line by line, as it does with the JSON messages — and the same events are built from
+    the invocation's run_results.json afterwards.
+    """
+    return ["--log-format", "text"] if getattr(dbt, "duckdb_path", None) is not None else []
+
+
+#: dbt's log event carrying each kind of node's result: the events dagster-dbt turns into Dagster events.
+RESULT_EVENTS = {
+    "model": "LogModelResult",
+    "seed": "LogSeedResult",
+    "snapshot": "LogSnapshotResult",
+    "test": "LogTestResult",
+}
+
+
+def result_events(invocation: DbtCliInvocation) -> list[Any]:
+    """The Dagster events dagster-dbt makes from a build's JSON log, made from its run_results.json instead: for
+    every result, the result log event it stands for (the fields dagster-dbt reads: node, status, start and end,
+    execution time, failures, invocation), converted by dagster-dbt's own code. Empty without run_results.json."""
+    try:
+        run_results = invocation.get_artifact("run_results.json")
+    except Exception:  # dbt died before writing it
+        return []
+    invocation_id = run_results.get("metadata", {}).get("invocation_id")
+    events: list[Any] = []
+    for result in run_results.get("results", []):
+        unique_id = result["unique_id"]
+        name = RESULT_EVENTS.get(unique_id.split(".", 1)[0])
+        if name is None:  # unit tests, operations: no Dagster event either way
+            continue
+        timing = result.get("timing") or []
+        raw_event = {
+            "info": {"name": name, "level": "info", "invocation_id": invocation_id, "msg": result.get("message") or ""},
+            "data": {
+                "node_info": {
+                    "unique_id": unique_id,
+                    "node_status": result["status"],
+                    "node_started_at": timing[0].get("started_at") if timing else None,
+                    "node_finished_at": timing[-1].get("completed_at") if timing else None,
+                },
+                "status": result["status"],
+                "execution_time": result.get("execution_time"),
+                "num_failures": result.get("failures"),
+            },
+        }
+        events.extend(
+            DbtCoreCliEventMessage(raw_event=raw_event, event_history_metadata={}).to_default_asset_events(
+                manifest=invocation.manifest,
+                dagster_dbt_translator=invocation.dagster_dbt_translator,
+                context=invocation.context,
+                target_path=invocation.target_path,
+                project=invocation.project,
+            )
+        )
+    return events
 
 
 def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | None = None) -> Iterator[Any]:
@@ -208,7 +285,8 @@ def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | No
     On DuckDB the dbt process holds the file's only write lock until it exits, so a second connection (which
     is what dagster-dbt's `fetch_row_counts()` opens while dbt runs) cannot read it. We therefore keep the
     events — dbt's log still streams to the run's compute log as it happens — and count all built tables in
-    one read-only connection once dbt has released the file. Other adapters use `fetch_row_counts()`.
+    one read-only connection once dbt has released the file. Other adapters use `fetch_row_counts()`. With a text
+    log (`dbt_log_args`) the events are made from run_results.json (`result_events`) once dbt has exited.
     `duckdb_path`: the warehouse file, read from the profile by the resource (no adapter handle is built then).
     """
     adapter = invocation.adapter
@@ -221,10 +299,12 @@ def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | No
     events: list[Any] = []
     failure: BaseException | None = None
     try:
-        for event in invocation.stream():
+        for event in invocation.stream():  # with a text log (`dbt_log_args`): none, dbt's lines go to the log
             events.append(event)
     except Exception as exc:  # dbt failed: still report what it did build, then re-raise
         failure = exc
+    if not events:
+        events = result_events(invocation)
     counts = count_rows(duckdb_path, relations_of(invocation.manifest, events))
     run_meta, seconds = _run_metadata(invocation)
     for event in events:
@@ -325,7 +405,7 @@ def transformation_defs(
     settings: Settings, ingested: set[dg.AssetKey], partitions_def: dg.TimeWindowPartitionsDefinition
 ) -> DbtStage:
     project = dbt_project(settings)
-    manifest = json.loads(project.manifest_path.read_text())
+    manifest = orjson.loads(project.manifest_path.read_bytes())  # ~3x faster than json on a large manifest
     partitioned = partitioned_models(manifest) if settings.dbt_partition_incremental else frozenset()
     depth = dbt_depth(manifest)
     translator = PipelineTranslator(depth=depth, partitioned=partitioned)

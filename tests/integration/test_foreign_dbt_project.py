@@ -1,5 +1,6 @@
 """Any dbt-duckdb project loads and builds through DBT_PROJECT_DIR, without edits to it."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -54,3 +55,39 @@ def test_materializes_every_dbt_asset(harbor):
     assert checks and all(c.passed for c in checks)
     with duckdb.connect(str(project / "harbor.duckdb"), read_only=True) as conn:
         assert conn.execute("select count(*) from monthly_flows").fetchone()[0] == 5
+
+
+def test_events_from_run_results_match_dagster_dbts_from_the_json_log(harbor):
+    """On DuckDB dbt prints a text log and the results are read from run_results.json (`dbt_log_args`): the
+    events made from it are the ones dagster-dbt makes from the JSON log's result lines, field for field."""
+    from dagster_dbt import DbtCliResource
+
+    from pipeline.transformation.assets import result_events
+    from pipeline.transformation.project import dbt_executable
+
+    project, _ = harbor
+    manifest = json.loads((project / "target" / "manifest.json").read_text())
+    dbt = DbtCliResource(project_dir=str(project), profiles_dir=str(project), dbt_executable=dbt_executable())
+    invocation = dbt.cli(["build"], manifest=manifest)
+    streamed = list(invocation.stream())  # JSON log, as dagster-dbt runs dbt by default
+    built = result_events(invocation)
+
+    def fields(event) -> tuple:
+        metadata = {k: v for k, v in event.metadata.items() if k != "Execution Duration"}
+        return (
+            type(event).__name__,
+            event.asset_key,
+            getattr(event, "check_name", None),
+            getattr(event, "passed", None),
+            getattr(event, "severity", None),
+            metadata,
+        )
+
+    assert len(streamed) == 7  # 4 models and seeds, 3 tests
+    assert any(isinstance(e, dg.AssetCheckEvaluation) for e in streamed)
+    assert sorted(map(fields, built), key=repr) == sorted(map(fields, streamed), key=repr)
+    # Durations come from the result's compile and execute timing, which lie within the node's span in the log.
+    durations = {(e.asset_key, getattr(e, "check_name", None)): e.metadata["Execution Duration"].value for e in streamed}
+    for event in built:
+        streamed_duration = durations[(event.asset_key, getattr(event, "check_name", None))]
+        assert 0 < event.metadata["Execution Duration"].value <= streamed_duration + 0.001
