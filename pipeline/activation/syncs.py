@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import yaml
+
+from ..settings import read_yaml
 
 SYNCS_PATH = Path(__file__).with_name("syncs.yaml")
 DESTINATIONS = ("crm_contacts", "webhook")
@@ -85,7 +86,7 @@ def gate_scope(
 
 
 def load_syncs(path: Path = SYNCS_PATH) -> list[SyncSpec]:
-    document = yaml.safe_load(path.read_text()) or {}
+    document = read_yaml(path) or {}
     syncs = []
     for name, s in (document.get("syncs") or {}).items():
         spec = SyncSpec(

@@ -21,6 +21,8 @@ Failed upstream checks are not a reason to hold back here: the sync gates refuse
 which is what pages the owner (see `alerts`).
 """
 
+from functools import cache
+
 import dagster as dg
 
 #: Tag on every daily-partitioned asset (the raw tables, the partitioned dbt models): most of their partitions never
@@ -34,9 +36,10 @@ NOT_REQUIRED = dg.AssetSelection.tag(PARTITIONED_TAG_KEY, PARTITIONED_TAG_VALUE)
 )
 
 
+@cache
 def upstream_in_progress(depth: int) -> dg.AutomationCondition:
     """True while any asset up to `depth` levels upstream is in progress (Dagster's `any_deps_in_progress` only
-    looks at direct parents)."""
+    looks at direct parents). Conditions are immutable: one per depth serves every asset (bench P1)."""
     condition: dg.AutomationCondition = dg.AutomationCondition.in_progress()
     for _ in range(max(depth, 1) - 1):
         condition = dg.AutomationCondition.in_progress() | dg.AutomationCondition.any_deps_match(condition)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from ..settings import read_yaml
 
 CONTRACTS_PATH = Path(__file__).with_name("contracts.yaml")
 EXTRA_COLUMN_POLICIES = ("ignore", "load", "reject")
@@ -51,7 +51,7 @@ class SourceTable:
 
 
 def load_contracts(path: Path = CONTRACTS_PATH) -> list[SourceTable]:
-    document = yaml.safe_load(path.read_text())
+    document = read_yaml(path)
     tables: list[SourceTable] = []
     for system, spec in (document.get("systems") or {}).items():
         for table, tspec in (spec.get("tables") or {}).items():

@@ -81,9 +81,10 @@ class PipelineTranslator(DagsterDbtTranslator):
         props = self.get_resource_props(manifest, unique_id)
         group = group_from_path(props)
         owners = owners_from_meta(props)
-        return spec.replace_attributes(
+        return spec.replace_attributes(  # one copy of the spec: a copy re-validates its metadata (bench P1)
             **({"group_name": group} if group else {}),
             **({"owners": owners} if owners else {}),
+            **({"tags": {**spec.tags, **PARTITIONED_TAG}} if unique_id in self.partitioned else {}),
             # Rebuilt when anything upstream (a raw partition, a seed) changes: see pipeline/automation/conditions.
             automation_condition=self._condition(manifest, unique_id),
-        ).merge_attributes(tags=PARTITIONED_TAG if unique_id in self.partitioned else {})
+        )
