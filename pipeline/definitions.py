@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
+from . import dagster_patches
 from .activation.assets import activation_defs
 from .automation.alerts import build_run_failure_alert
 from .automation.conditions import AUTOMATION_SENSOR
@@ -16,6 +17,8 @@ from .ingestion.assets import CONTRACT_CHECK, ingestion_defs, raw_partitions
 from .resources import build_resources
 from .settings import Settings
 from .transformation.assets import transformation_defs
+
+dagster_patches.apply()  # every process that loads the code location runs its steps with the fix
 
 #: the dbt folder whose models are marts (groups come from folders): freshness-checked
 MARTS_GROUP = "marts"

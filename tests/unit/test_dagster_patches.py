@@ -1,0 +1,41 @@
+"""pipeline/dagster_patches: Dagster's per-output set building is computed once, with the same answers."""
+
+import dagster as dg
+from pipeline import dagster_patches
+
+SPECS = [dg.AssetSpec(name) for name in ("first", "second", "third")]
+CHECKS = [dg.AssetCheckSpec("positive", asset=name) for name in ("first", "third")]
+SEEN: list[frozenset] = []
+
+
+@dg.multi_asset(specs=SPECS, check_specs=CHECKS, can_subset=True)
+def three(context: dg.AssetExecutionContext):
+    step = context.op_execution_context._step_execution_context  # noqa: SLF001 - the patched object
+    for spec in SPECS:  # each output asks for the step's keys again, as Dagster's own checks do
+        yield dg.MaterializeResult(asset_key=spec.key)
+        SEEN.append(step.get_output_asset_keys())
+    for check in CHECKS:
+        yield dg.AssetCheckResult(asset_key=check.asset_key, check_name=check.name, passed=True)
+
+
+def test_the_patch_applies_to_this_dagster():
+    """Fails when a Dagster upgrade changes the patched members: review pipeline/dagster_patches.py then."""
+    import pipeline.definitions  # noqa: F401 - applies it, as every process loading the code location does
+
+    assert dagster_patches.is_applied()
+    assert dagster_patches.apply()  # idempotent
+
+
+def test_same_answers_computed_once():
+    dagster_patches.apply()
+    assert three.asset_and_check_keys == {s.key for s in SPECS} | {c.key for c in CHECKS}
+    assert three.asset_and_check_keys is three.asset_and_check_keys
+    subset = three.subset_for({dg.AssetKey("second")}, selected_asset_check_keys=set())
+    assert subset.asset_and_check_keys == {dg.AssetKey("second")}  # a subset is its own object, its own answer
+
+    SEEN.clear()
+    result = dg.materialize([three], instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert len(SEEN) == 3 and SEEN[0] is SEEN[1] is SEEN[2]
+    assert SEEN[0] == {s.key for s in SPECS}
+    assert {e.asset_key for e in result.get_asset_materialization_events()} == {s.key for s in SPECS}
