@@ -179,6 +179,13 @@ class LocalRunStorage(SqliteRunStorage):
     ) -> "LocalRunStorage":
         return cls.from_local(_base_dir(config_value, "history"), inst_data=inst_data)
 
+    def dispose(self) -> None:
+        with self._engine_lock:
+            if self._engine is not None:
+                self._engine.dispose()  # closes the connection kept open
+                self._engine = None
+        super().dispose()
+
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         with self._engine_lock:

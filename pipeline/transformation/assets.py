@@ -38,7 +38,8 @@ DBT_ENV_DEFAULTS = {
     # dagster-dbt sets DBT_LOG_FORMAT=json to parse dbt's events from stdout, and dbt then writes its debug log file
     # (target/<invocation>/dbt.log) as JSON too: ~10 JSON events per node, serialized with their node info, costing
     # ~0.45 s of a demo build (bench P2). The file gets dbt's own default instead, the text debug log a bare
-    # `dbt build` writes (and which dagster-dbt's error message points to); stdout stays JSON.
+    # `dbt build` writes (and which dagster-dbt's error message points to). Stdout stays JSON where dagster-dbt
+    # streams it (adapters other than DuckDB; on DuckDB `dbt_log_args` makes it text).
     "DBT_LOG_FORMAT_FILE": "debug",
 }
 
@@ -197,10 +198,10 @@ def retry_selection(store: ArtifactStore, run_id: str, step: str, attempt: int, 
 
 def _fail(invocation: DbtCliInvocation, exc: Exception) -> None:
     """Re-raise a failed dbt build; without retries when only tests failed (a retry would fail them again)."""
-    try:
-        results = invocation.get_artifact("run_results.json").get("results", [])
-    except Exception:  # dbt died before writing it: treat as transient
+    run_results = read_run_results(invocation)
+    if run_results is None:  # dbt died before writing it: treat as transient
         raise exc from None
+    results = run_results.get("results", [])
     errored = [r for r in results if r.get("status") in ("error", "runtime error")]
     failed_tests = [r["unique_id"] for r in results if r.get("status") == "fail"]
     if errored:  # what dagster-dbt parses from dbt's JSON log, which a text log (`dbt_log_args`) does not give it
@@ -236,14 +237,18 @@ RESULT_EVENTS = {
 }
 
 
-def result_events(invocation: DbtCliInvocation) -> list[Any]:
+def read_run_results(invocation: DbtCliInvocation) -> dict[str, Any] | None:
+    """The invocation's run_results.json, or None when dbt died before writing it."""
+    try:
+        return invocation.get_artifact("run_results.json")
+    except Exception:
+        return None
+
+
+def result_events(invocation: DbtCliInvocation, run_results: dict[str, Any]) -> list[Any]:
     """The Dagster events dagster-dbt makes from a build's JSON log, made from its run_results.json instead: for
     every result, the result log event it stands for (the fields dagster-dbt reads: node, status, start and end,
-    execution time, failures, invocation), converted by dagster-dbt's own code. Empty without run_results.json."""
-    try:
-        run_results = invocation.get_artifact("run_results.json")
-    except Exception:  # dbt died before writing it
-        return []
+    execution time, failures, invocation), converted by dagster-dbt's own code."""
     invocation_id = run_results.get("metadata", {}).get("invocation_id")
     events: list[Any] = []
     for result in run_results.get("results", []):
@@ -303,10 +308,11 @@ def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | No
             events.append(event)
     except Exception as exc:  # dbt failed: still report what it did build, then re-raise
         failure = exc
-    if not events:
-        events = result_events(invocation)
+    run_results = read_run_results(invocation)
+    if not events and run_results is not None:
+        events = result_events(invocation, run_results)
     counts = count_rows(duckdb_path, relations_of(invocation.manifest, events))
-    run_meta, seconds = _run_metadata(invocation)
+    run_meta, seconds = _run_metadata(run_results, invocation.manifest)
     for event in events:
         if isinstance(event, dg.Output | dg.AssetMaterialization):
             extra = dict(run_meta)
@@ -322,13 +328,13 @@ def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | No
         raise failure
 
 
-def _run_metadata(invocation: DbtCliInvocation) -> tuple[dict[str, Any], dict[str, float]]:
+def _run_metadata(
+    run_results: dict[str, Any] | None, manifest: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, float]]:
     """(metadata shared by every model of the invocation, execution seconds by unique_id)."""
-    try:
-        run_results = invocation.get_artifact("run_results.json")
-    except Exception:
+    if run_results is None:
         return {}, {}
-    figures = summary(run_results, invocation.manifest)
+    figures = summary(run_results, manifest)
     shared = {
         "dbt_run_seconds": figures["elapsed_seconds"],
         "dbt_run_tests_passed": figures["tests"]["passed"],
@@ -405,7 +411,7 @@ def transformation_defs(
     settings: Settings, ingested: set[dg.AssetKey], partitions_def: dg.TimeWindowPartitionsDefinition
 ) -> DbtStage:
     project = dbt_project(settings)
-    manifest = orjson.loads(project.manifest_path.read_bytes())  # ~3x faster than json on a large manifest
+    manifest = orjson.loads(project.manifest_path.read_bytes())
     partitioned = partitioned_models(manifest) if settings.dbt_partition_incremental else frozenset()
     depth = dbt_depth(manifest)
     translator = PipelineTranslator(depth=depth, partitioned=partitioned)

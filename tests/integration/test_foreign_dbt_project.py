@@ -62,7 +62,7 @@ def test_events_from_run_results_match_dagster_dbts_from_the_json_log(harbor):
     events made from it are the ones dagster-dbt makes from the JSON log's result lines, field for field."""
     from dagster_dbt import DbtCliResource
 
-    from pipeline.transformation.assets import result_events
+    from pipeline.transformation.assets import read_run_results, result_events
     from pipeline.transformation.project import dbt_executable
 
     project, _ = harbor
@@ -70,7 +70,7 @@ def test_events_from_run_results_match_dagster_dbts_from_the_json_log(harbor):
     dbt = DbtCliResource(project_dir=str(project), profiles_dir=str(project), dbt_executable=dbt_executable())
     invocation = dbt.cli(["build"], manifest=manifest)
     streamed = list(invocation.stream())  # JSON log, as dagster-dbt runs dbt by default
-    built = result_events(invocation)
+    built = result_events(invocation, read_run_results(invocation))
 
     def fields(event) -> tuple:
         metadata = {k: v for k, v in event.metadata.items() if k != "Execution Duration"}
@@ -87,7 +87,9 @@ def test_events_from_run_results_match_dagster_dbts_from_the_json_log(harbor):
     assert any(isinstance(e, dg.AssetCheckEvaluation) for e in streamed)
     assert sorted(map(fields, built), key=repr) == sorted(map(fields, streamed), key=repr)
     # Durations come from the result's compile and execute timing, which lie within the node's span in the log.
-    durations = {(e.asset_key, getattr(e, "check_name", None)): e.metadata["Execution Duration"].value for e in streamed}
+    durations = {
+        (e.asset_key, getattr(e, "check_name", None)): e.metadata["Execution Duration"].value for e in streamed
+    }
     for event in built:
         streamed_duration = durations[(event.asset_key, getattr(event, "check_name", None))]
         assert 0 < event.metadata["Execution Duration"].value <= streamed_duration + 0.001

@@ -1,6 +1,7 @@
 """pipeline/dagster_patches: Dagster's per-output set building is computed once, with the same answers."""
 
 import dagster as dg
+
 from pipeline import dagster_patches
 
 SPECS = [dg.AssetSpec(name) for name in ("first", "second", "third")]
