@@ -24,13 +24,14 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster._config.config_schema import UserConfigSchema
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
     SQLITE_BUSY_TIMEOUT_SECONDS,
@@ -53,6 +54,12 @@ def _forget_inherited_connections() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_inherited_connections)
+
+#: Dagster hands events it marks as a batch (a run's planned events, a partitioned asset's materializations) to
+#: `store_event_batch` only when this is set, and reads it whenever it handles one. This module is imported when an
+#: instance loads our dagster.yaml, before it makes a run, so the webserver, the daemon and run workers all batch.
+#: Up to this many events share one transaction (others wait for it through SQLite's busy timeout).
+os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "500")
 
 
 def sqlite_engine(conn_string: str, **connect_args: Any) -> Engine:
@@ -101,6 +108,7 @@ class LocalEventLogStorage(SqliteEventLogStorage):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_lock = threading.RLock()  # not `_db_lock`: has_table is called while that is held
         self._tables: set[str] = set()
+        self._batch = threading.local()  # .conns: shard -> the connection a `store_event_batch` writes through
         super().__init__(base_dir, inst_data=inst_data)
 
     @classmethod
@@ -132,8 +140,32 @@ class LocalEventLogStorage(SqliteEventLogStorage):
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
         # As the parent's, but the engine (its compiled-statement cache, its open connection) is made once per file.
+        batch = getattr(self._batch, "conns", None)
+        if batch is not None:  # inside `store_event_batch` (which holds `_db_lock`): its transaction on the file
+            conn = batch.get(shard)
+            if conn is None:
+                conn = batch[shard] = self._batch.stack.enter_context(self._engine(shard).connect())
+                self._batch.stack.enter_context(conn.begin())
+            yield conn
+            return
         with self._db_lock, self._engine(shard).connect() as conn, conn.begin():
             yield conn
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """Store the events as `store_event` does, in one transaction per file instead of one or two per event.
+
+        Dagster hands a batch here when DAGSTER_EVENT_BATCH_SIZE is set (this module sets it, see below): the
+        planned events of a run's assets and checks, written before its first step (941 for a 500-model build),
+        and a partitioned asset's materializations. If one write fails, every file's transaction rolls back and
+        Dagster stores the events one by one.
+        """
+        with self._db_lock, ExitStack() as stack:
+            self._batch.stack, self._batch.conns = stack, {}
+            try:
+                for event in events:
+                    self.store_event(event)
+            finally:
+                self._batch.conns = None
 
     def wipe(self) -> None:
         # The parent deletes the run files: close what we hold open on them first.

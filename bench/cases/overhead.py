@@ -4,8 +4,9 @@ Ours is what a run of the code location's dbt assets does: a fresh Python proces
 `pipeline.definitions` with DBT_PROJECT_DIR at the project, then executes every dbt asset (and its checks) of the
 implicit global asset job in process against a fresh on-disk Dagster instance configured by our dagster.yaml
 (SQLite storage, as `make dev` uses). That runs our dbt op: the dbt resource (dbt version, profile), `dbt build` in
-a subprocess with the partial-parse file copied in, every dbt event turned into a Dagster event and written to the
-instance, row counts, run metadata and the artifacts saved under DBT_ARTIFACTS_URL. The baseline is what a user
+a subprocess (through dbt_launcher.py, on DuckDB) with the partial-parse file copied in, every result turned into
+Dagster events while dbt runs and written to the instance, row counts, model figures and the artifacts saved under
+DBT_ARTIFACTS_URL. The baseline is what a user
 runs without Dagster: `dbt build` in the project folder, as a subprocess, timed from start to exit.
 
 The main rows compare the execution (from the run's start to its end, inside the process) with the whole bare

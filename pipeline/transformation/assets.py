@@ -2,14 +2,14 @@
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import dagster as dg
-import duckdb
 import orjson
 from dagster_dbt import DagsterDbtCliRuntimeError, DbtCliInvocation, DbtCliResource, DbtProject, dbt_assets
 from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
@@ -22,10 +22,6 @@ from .project import dbt_project, dbt_resource
 from .translator import PipelineTranslator
 
 EXTERNAL_SOURCES_GROUP = "external_sources"
-
-#: Materializations whose relation is a table: counting rows is cheap. Views would re-run their query.
-COUNTABLE = {"table", "incremental", "snapshot", "seed"}
-
 
 #: Environment dbt runs with, unless the environment already sets the variable (dagster-dbt passes ours on).
 DBT_ENV_DEFAULTS = {
@@ -177,6 +173,9 @@ def _dbt_multi_asset(
         except DagsterDbtCliRuntimeError as exc:
             _fail(invocation, exc)
         finally:
+            run_results = read_run_results(invocation)
+            if run_results is not None:
+                context.log.info(f"dbt invocation: {json.dumps(summary(run_results, manifest))}")
             saved = store.save(
                 context.run_id, step, attempt, invocation.target_path, succeeded=invocation.is_successful()
             )
@@ -216,25 +215,15 @@ def _fail(invocation: DbtCliInvocation, exc: Exception) -> None:
 
 
 def dbt_log_args(dbt: DbtCliResource) -> list[str]:
-    """`--log-format text` on DuckDB, where `events_with_run_metadata` reads the results from run_results.json.
+    """`--log-format text` on DuckDB, where dbt runs through `dbt_launcher.py`, which reports the results.
 
     dagster-dbt runs dbt with a JSON log on stdout to turn each result line into a Dagster event as it comes.
     dbt serializes every log event of a build to JSON then (~1 KB each, several per node): ~0.5 s of a 100-model
-    build here (bench P2). On DuckDB we cannot report a result before dbt exits anyway (see
-    `events_with_run_metadata`), so dbt prints the text log a bare `dbt build` prints — dagster-dbt copies it to
-    the step's compute log line by line, as it does with the JSON messages — and the same events are built from
-    the invocation's run_results.json afterwards.
+    build here (bench P2). On DuckDB dbt prints the text log a bare `dbt build` prints instead (dagster-dbt copies
+    it to the step's compute log line by line), and the launcher adds one JSON line per node result, with the
+    row count of each table it built, which `events_with_run_metadata` turns into events while dbt runs.
     """
     return ["--log-format", "text"] if getattr(dbt, "duckdb_path", None) is not None else []
-
-
-#: dbt's log event carrying each kind of node's result: the events dagster-dbt turns into Dagster events.
-RESULT_EVENTS = {
-    "model": "LogModelResult",
-    "seed": "LogSeedResult",
-    "snapshot": "LogSnapshotResult",
-    "test": "LogTestResult",
-}
 
 
 def read_run_results(invocation: DbtCliInvocation) -> dict[str, Any] | None:
@@ -245,53 +234,14 @@ def read_run_results(invocation: DbtCliInvocation) -> dict[str, Any] | None:
         return None
 
 
-def result_events(invocation: DbtCliInvocation, run_results: dict[str, Any]) -> list[Any]:
-    """The Dagster events dagster-dbt makes from a build's JSON log, made from its run_results.json instead: for
-    every result, the result log event it stands for (the fields dagster-dbt reads: node, status, start and end,
-    execution time, failures, invocation), converted by dagster-dbt's own code."""
-    invocation_id = run_results.get("metadata", {}).get("invocation_id")
-    events: list[Any] = []
-    for result in run_results.get("results", []):
-        unique_id = result["unique_id"]
-        name = RESULT_EVENTS.get(unique_id.split(".", 1)[0])
-        if name is None:  # unit tests, operations: no Dagster event either way
-            continue
-        timing = result.get("timing") or []
-        raw_event = {
-            "info": {"name": name, "level": "info", "invocation_id": invocation_id, "msg": result.get("message") or ""},
-            "data": {
-                "node_info": {
-                    "unique_id": unique_id,
-                    "node_status": result["status"],
-                    "node_started_at": timing[0].get("started_at") if timing else None,
-                    "node_finished_at": timing[-1].get("completed_at") if timing else None,
-                },
-                "status": result["status"],
-                "execution_time": result.get("execution_time"),
-                "num_failures": result.get("failures"),
-            },
-        }
-        events.extend(
-            DbtCoreCliEventMessage(raw_event=raw_event, event_history_metadata={}).to_default_asset_events(
-                manifest=invocation.manifest,
-                dagster_dbt_translator=invocation.dagster_dbt_translator,
-                context=invocation.context,
-                target_path=invocation.target_path,
-                project=invocation.project,
-            )
-        )
-    return events
-
-
 def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | None = None) -> Iterator[Any]:
-    """Stream a dbt invocation's events with `dagster/row_count` on every table it built, and on DuckDB the
-    model's `execution_seconds` and the invocation's test counts and duration (numbers the UI plots per asset).
+    """Stream a dbt invocation's events, each model's with its figures (`ModelFigures`), as dbt reports them.
 
-    On DuckDB the dbt process holds the file's only write lock until it exits, so a second connection (which
-    is what dagster-dbt's `fetch_row_counts()` opens while dbt runs) cannot read it. We therefore keep the
-    events — dbt's log still streams to the run's compute log as it happens — and count all built tables in
-    one read-only connection once dbt has released the file. Other adapters use `fetch_row_counts()`. With a text
-    log (`dbt_log_args`) the events are made from run_results.json (`result_events`) once dbt has exited.
+    On DuckDB the dbt process holds the file's only write lock until it exits, so dagster-dbt's
+    `fetch_row_counts()` (a second connection, while dbt runs) cannot read it: there dbt runs through
+    `dbt_launcher.py`, which counts each table's rows inside the dbt process and reports every result on a line
+    of its own (`dbt_log_args`); results become events as they come, so the UI follows the build and Dagster
+    records it while dbt runs. Other adapters use dagster-dbt's stream and `fetch_row_counts()`.
     `duckdb_path`: the warehouse file, read from the profile by the resource (no adapter handle is built then).
     """
     adapter = invocation.adapter
@@ -301,79 +251,88 @@ def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | No
         yield from invocation.stream().fetch_row_counts()
         return
 
-    events: list[Any] = []
+    figures = ModelFigures(invocation.context)
     failure: BaseException | None = None
     try:
-        for event in invocation.stream():  # with a text log (`dbt_log_args`): none, dbt's lines go to the log
-            events.append(event)
+        for raw_event in invocation._stream_stdout():  # noqa: SLF001 - dagster-dbt's own line reader
+            if isinstance(raw_event, str):  # dbt's text log: to the compute log, as dagster-dbt does
+                sys.stdout.write(raw_event + "\n")
+                sys.stdout.flush()
+                continue
+            message = DbtCoreCliEventMessage(raw_event=raw_event, event_history_metadata={})
+            if not message.is_result_event:
+                continue
+            events = message.to_default_asset_events(
+                manifest=invocation.manifest,
+                dagster_dbt_translator=invocation.dagster_dbt_translator,
+                context=invocation.context,
+                target_path=invocation.target_path,
+                project=invocation.project,
+            )
+            for event in events:
+                yield from figures.add(event, raw_event["data"])
+        error = invocation.get_error()  # the exit code (stdout is read to its end by now)
+        if error is not None and invocation.raise_on_error:
+            raise error
     except Exception as exc:  # dbt failed: still report what it did build, then re-raise
         failure = exc
-    run_results = read_run_results(invocation)
-    if not events and run_results is not None:
-        events = result_events(invocation, run_results)
-    counts = count_rows(duckdb_path, relations_of(invocation.manifest, events))
-    run_meta, seconds = _run_metadata(run_results, invocation.manifest)
-    for event in events:
-        if isinstance(event, dg.Output | dg.AssetMaterialization):
-            extra = dict(run_meta)
-            relation = _relation(invocation.manifest, event)
-            if relation in counts:
-                extra["dagster/row_count"] = counts[relation]
-            unique_id = _unique_id(event)
-            if unique_id in seconds:
-                extra["execution_seconds"] = seconds[unique_id]
-            event = event.with_metadata({**event.metadata, **extra})
-        yield event
+    yield from figures.rest()
     if failure is not None:
         raise failure
 
 
-def _run_metadata(
-    run_results: dict[str, Any] | None, manifest: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """(metadata shared by every model of the invocation, execution seconds by unique_id)."""
-    if run_results is None:
-        return {}, {}
-    figures = summary(run_results, manifest)
-    shared = {
-        "dbt_run_seconds": figures["elapsed_seconds"],
-        "dbt_run_tests_passed": figures["tests"]["passed"],
-        "dbt_run_tests_failed": figures["tests"]["failed"],
-        "dbt_run_summary": dg.MetadataValue.json(figures),
-    }
-    seconds = {r["unique_id"]: round(float(r.get("execution_time") or 0.0), 3) for r in run_results.get("results", [])}
-    return shared, seconds
+class ModelFigures:
+    """Puts each model's figures on its materialization: `execution_seconds` and `dagster/row_count` from its
+    result, and, when the step selected tests of the model, `dbt_tests_passed` / `dbt_tests_failed` for those in
+    this run (numbers the UI plots on the asset's page). A materialization is therefore held until the results of
+    its selected checks have come (`dbt build` runs a model's tests before anything downstream of it), then yielded
+    with them. Materializations leave in the order dbt reported them, which is the topological order Dagster
+    requires; what is still held when dbt ends (behind a test that did not run) is yielded then."""
 
+    def __init__(self, context: dg.AssetExecutionContext | dg.OpExecutionContext | None) -> None:
+        self._keys_by_output = {}
+        self._expected: dict[dg.AssetKey, int] = {}
+        if context is not None and context.has_assets_def:
+            self._keys_by_output = context.assets_def.keys_by_output_name
+            for check_key in context.selected_asset_check_keys:
+                self._expected[check_key.asset_key] = self._expected.get(check_key.asset_key, 0) + 1
+        #: held materializations in the order dbt reported them: event, its figures, its check results
+        self._held: dict[dg.AssetKey, tuple[Any, dict[str, Any], list[Any]]] = {}
 
-def _unique_id(event: Any) -> str | None:
-    unique_id = event.metadata.get("unique_id")
-    return getattr(unique_id, "value", unique_id)
+    def _key(self, event: Any) -> dg.AssetKey | None:
+        if isinstance(event, dg.Output):
+            return self._keys_by_output.get(event.output_name)
+        return getattr(event, "asset_key", None)
 
+    def add(self, event: Any, result: dict[str, Any]) -> Iterator[Any]:
+        key = self._key(event)
+        if isinstance(event, dg.Output | dg.AssetMaterialization) and key is not None:
+            extra: dict[str, Any] = {"execution_seconds": round(float(result.get("execution_time") or 0.0), 3)}
+            if result.get("row_count") is not None:
+                extra["dagster/row_count"] = result["row_count"]
+            self._held[key] = (event, extra, [])
+        elif isinstance(event, dg.AssetCheckResult | dg.AssetCheckEvaluation) and key in self._held:
+            self._held[key][2].append(event)
+        else:  # a check of an asset this step did not build (a source), an observation
+            yield event
+            return
+        while self._held:  # release from the front while its checks are in
+            first = next(iter(self._held))
+            if len(self._held[first][2]) < self._expected.get(first, 0):
+                break
+            yield from self._release(first)
 
-def _relation(manifest: dict, event: Any) -> str | None:
-    if not isinstance(event, dg.Output | dg.AssetMaterialization):
-        return None
-    node = manifest["nodes"].get(_unique_id(event))
-    if not node or node.get("config", {}).get("materialized", node["resource_type"]) not in COUNTABLE:
-        return None
-    return node.get("relation_name")
+    def _release(self, key: dg.AssetKey) -> Iterator[Any]:
+        event, extra, checks = self._held.pop(key)
+        if key in self._expected:  # the step selected checks (dbt tests) of this model
+            passed = sum(1 for c in checks if c.passed)
+            extra.update(dbt_tests_passed=passed, dbt_tests_failed=len(checks) - passed)
+        yield event.with_metadata({**event.metadata, **extra})
+        yield from checks
 
-
-def relations_of(manifest: dict, events: Sequence[Any]) -> list[str]:
-    return [r for r in (_relation(manifest, e) for e in events) if r]
-
-
-def count_rows(database_path: str, relations: Sequence[str]) -> dict[str, int]:
-    if not relations or database_path in ("", ":memory:"):
-        return {}
-    counts: dict[str, int] = {}
-    with duckdb.connect(database_path, read_only=True) as conn:
-        for relation in relations:
-            try:
-                counts[relation] = conn.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
-            except duckdb.Error:
-                continue  # e.g. a relation in an attached database this connection does not have
-    return counts
+    def rest(self) -> Iterator[Any]:
+        for key in list(self._held):
+            yield from self._release(key)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,10 @@ def manifest_is_stale(project_dir: Path, manifest_path: Path) -> bool:
     return False
 
 
+#: Runs dbt through dbt_launcher.py, by path, without the script's folder on sys.path (`-P`).
+LAUNCHER = ("-P", str(Path(__file__).with_name("dbt_launcher.py")))
+
+
 def dbt_executable() -> str:
     """The dbt installed beside this interpreter, so a venv works without being activated."""
     beside = Path(sys.executable).with_name("dbt")
@@ -144,8 +148,11 @@ class PipelineDbtCliResource(DbtCliResource):
       own method, while dbt runs — the two overlap instead of adding up. `invocation.adapter` is the same object
       as before by the time `cli()` returns; if building it fails, it is None with dagster-dbt's warning, as
       before. On DuckDB no handle is built at all: the only use we have for it is counting rows, which
-      `events_with_run_metadata` does with its own read-only connection once dbt has released the file, and the
-      file's path comes from the profile (`duckdb_path`, read without dbt's macros).
+      dbt_launcher.py does inside the dbt process (the only one the file admits while dbt runs), and the file's
+      path comes from the profile (`duckdb_path`, read without dbt's macros).
+
+    On DuckDB, dbt also runs through `dbt_launcher.py` (see `cli`): the installed dbt, reporting each result as it
+    comes although its stdout log is text.
 
     Both override private members of the pinned dagster-dbt (`_cli_version`, `_initialize_dbt_core_adapter`);
     tests/unit/test_dbt_resource.py fails if they disappear.
@@ -175,6 +182,18 @@ class PipelineDbtCliResource(DbtCliResource):
         return super()._initialize_dbt_core_adapter(args)
 
     def cli(self, args: Sequence[str], **kwargs: Any) -> DbtCliInvocation:
+        if self.duckdb_path is not None and self.dbt_executable == dbt_executable():
+            # On DuckDB the installed dbt runs through dbt_launcher.py (same dbt, same arguments), which reports each
+            # node's result as a line dagster-dbt parses: see `dbt_log_args` and `events_with_run_metadata`. The copy
+            # takes this resource's cached dbt version along (it would otherwise ask `python --version`).
+            assert self._cli_version is not None
+            launcher = self.model_copy(
+                update={"dbt_executable": sys.executable, "global_config_flags": [*LAUNCHER, *self.global_config_flags]}
+            )
+            return launcher._start(args, **kwargs)  # noqa: SLF001 - the copy is this resource
+        return self._start(args, **kwargs)
+
+    def _start(self, args: Sequence[str], **kwargs: Any) -> DbtCliInvocation:
         with _adapter_after_start():
             invocation = super().cli(args, **kwargs)
         if not invocation.is_fusion and self.duckdb_path is None:

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -57,23 +58,39 @@ def test_materializes_every_dbt_asset(harbor):
         assert conn.execute("select count(*) from monthly_flows").fetchone()[0] == 5
 
 
-def test_events_from_run_results_match_dagster_dbts_from_the_json_log(harbor):
-    """On DuckDB dbt prints a text log and the results are read from run_results.json (`dbt_log_args`): the
-    events made from it are the ones dagster-dbt makes from the JSON log's result lines, field for field."""
+def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor):
+    """On DuckDB dbt prints a text log and runs through dbt_launcher.py, which reports each result on a line of its
+    own: the events made from those lines, while dbt runs, are the ones dagster-dbt makes from dbt's JSON log,
+    field for field, plus each model's figures (row counts counted inside the dbt process)."""
     from dagster_dbt import DbtCliResource
 
-    from pipeline.transformation.assets import read_run_results, result_events
-    from pipeline.transformation.project import dbt_executable
+    from pipeline.transformation.assets import dbt_log_args, events_with_run_metadata
+    from pipeline.transformation.project import PipelineDbtCliResource, dbt_executable
 
     project, _ = harbor
     manifest = json.loads((project / "target" / "manifest.json").read_text())
-    dbt = DbtCliResource(project_dir=str(project), profiles_dir=str(project), dbt_executable=dbt_executable())
-    invocation = dbt.cli(["build"], manifest=manifest)
-    streamed = list(invocation.stream())  # JSON log, as dagster-dbt runs dbt by default
-    built = result_events(invocation, read_run_results(invocation))
+    plain = DbtCliResource(project_dir=str(project), profiles_dir=str(project), dbt_executable=dbt_executable())
+    streamed = list(plain.cli(["build"], manifest=manifest).stream())  # JSON log, as dagster-dbt runs dbt
+
+    ours = PipelineDbtCliResource(project_dir=str(project), profiles_dir=str(project), dbt_executable=dbt_executable())
+    invocation = ours.cli(["build", *dbt_log_args(ours)], manifest=manifest)
+    assert invocation.process.args[1:3] == [
+        "-P",
+        str(Path(sys.modules[ours.__module__].__file__).with_name("dbt_launcher.py")),
+    ]
+    built, running = [], []
+    for event in events_with_run_metadata(invocation, ours.duckdb_path):
+        built.append(event)
+        running.append(invocation.process.poll() is None)
+    assert running[0], "the first result arrives while dbt still runs"
+
+    # Two builds: their invocation ids differ (each event carries its own build's).
+    figures = {"execution_seconds", "dagster/row_count", "dbt_tests_passed", "dbt_tests_failed", "invocation_id"}
+    invocation_id = invocation.get_artifact("run_results.json")["metadata"]["invocation_id"]
+    assert {e.metadata["invocation_id"].value for e in built} == {invocation_id}
 
     def fields(event) -> tuple:
-        metadata = {k: v for k, v in event.metadata.items() if k != "Execution Duration"}
+        metadata = {k: v for k, v in event.metadata.items() if k != "Execution Duration" and k not in figures}
         return (
             type(event).__name__,
             event.asset_key,
@@ -86,10 +103,14 @@ def test_events_from_run_results_match_dagster_dbts_from_the_json_log(harbor):
     assert len(streamed) == 7  # 4 models and seeds, 3 tests
     assert any(isinstance(e, dg.AssetCheckEvaluation) for e in streamed)
     assert sorted(map(fields, built), key=repr) == sorted(map(fields, streamed), key=repr)
-    # Durations come from the result's compile and execute timing, which lie within the node's span in the log.
-    durations = {
-        (e.asset_key, getattr(e, "check_name", None)): e.metadata["Execution Duration"].value for e in streamed
-    }
-    for event in built:
-        streamed_duration = durations[(event.asset_key, getattr(event, "check_name", None))]
-        assert 0 < event.metadata["Execution Duration"].value <= streamed_duration + 0.001
+    materialized = {e.asset_key: e.metadata for e in built if isinstance(e, dg.AssetMaterialization)}
+    assert materialized[dg.AssetKey("account_balances")]["dagster/row_count"].value == 3
+    assert materialized[dg.AssetKey("account_balances")]["execution_seconds"].value > 0
+    with duckdb.connect(str(project / "harbor.duckdb"), read_only=True) as conn:
+        assert (
+            materialized[dg.AssetKey("monthly_flows")]["dagster/row_count"].value
+            == 5
+            == (conn.execute("select count(*) from monthly_flows").fetchone()[0])
+        )
+    # Without a Dagster context no checks are selected: no test figures (test_pipeline has them).
+    assert not any("dbt_tests_passed" in m for m in materialized.values())

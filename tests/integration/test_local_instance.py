@@ -3,6 +3,7 @@
 import shutil
 
 import dagster as dg
+import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 
@@ -47,3 +48,57 @@ def test_runs_and_events_land_in_dagsters_own_files(tmp_path, monkeypatch):
     assert any(e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS for e in events.get_logs_for_run(run_id))
     runs = SqliteRunStorage.from_local(str(home / "history"))
     assert {r.run_id: r.status for r in runs.get_runs()}[run_id] == dg.DagsterRunStatus.SUCCESS
+
+
+@dg.asset_check(asset=doubled)
+def doubled_is_even() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=True)
+
+
+def _planned(instance: dg.DagsterInstance, run_id: str) -> list:
+    planned = (dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED)
+    return [e for e in instance.all_logs(run_id) if e.dagster_event_type in planned]
+
+
+def test_a_runs_planned_events_are_written_as_one_batch(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    batches: list[int] = []
+    store_event_batch = LocalEventLogStorage.store_event_batch
+
+    def counted(self, events):
+        batches.append(len(events))
+        store_event_batch(self, events)
+
+    monkeypatch.setattr(LocalEventLogStorage, "store_event_batch", counted)
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize([numbers, doubled, doubled_is_even], instance=instance)
+        assert result.success
+        assert batches == [3]  # two assets and a check, before the first step
+        planned = _planned(instance, result.run_id)
+        assert [e.dagster_event.asset_key for e in planned if e.dagster_event.asset_key] == [
+            dg.AssetKey("doubled"),
+            dg.AssetKey("numbers"),
+        ]
+        # ... and in the cross-run index: the check's planned execution, completed by its evaluation.
+        check_key = dg.AssetCheckKey(dg.AssetKey("doubled"), "doubled_is_even")
+        executions = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=5)
+        assert [(e.run_id, e.status.value) for e in executions] == [(result.run_id, "SUCCEEDED")]
+        assert instance.get_latest_planned_materialization_info(dg.AssetKey("numbers")).run_id == result.run_id
+
+        # A batch that fails part-way (at its last event, the check's) leaves nothing behind in either file, not
+        # even the asset events written before it (Dagster then stores the events one by one).
+        assert planned[-1].dagster_event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+        storage = instance.event_log_storage
+        events = [e._replace(run_id="batch-rolled-back") for e in planned]  # noqa: SLF001 - EventLogEntry is a tuple
+
+        def broken(*_args, **_kwargs):
+            raise RuntimeError("disk full")
+
+        monkeypatch.setattr(storage, "store_asset_check_event", broken)
+        with pytest.raises(RuntimeError, match="disk full"):
+            storage.store_event_batch(events)
+        assert instance.all_logs("batch-rolled-back") == []
+        assert instance.get_latest_planned_materialization_info(dg.AssetKey("numbers")).run_id == result.run_id

@@ -130,14 +130,27 @@ def test_materialize_all(stack):
         ).fetchone()
 
     assert mats[DIM_CUSTOMERS]["dagster/row_count"].value == customers
-    # Run figures the UI plots: the model's own timing, and the invocation's tests and duration.
-    dim = mats[DIM_CUSTOMERS]
-    assert dim["execution_seconds"].value > 0 and dim["dbt_run_seconds"].value >= dim["execution_seconds"].value
-    # Two invocations: the daily-partitioned chain up to fct_orders, then the rest; between them every test ran.
-    fct = mats[dg.AssetKey("fct_orders")]
-    assert fct["dbt_run_summary"].value != dim["dbt_run_summary"].value
-    assert dim["dbt_run_tests_passed"].value + fct["dbt_run_tests_passed"].value >= 80
-    assert dim["dbt_run_tests_failed"].value == fct["dbt_run_tests_failed"].value == 0
+    # Run figures the UI plots on each model's page: its timing, rows, and its tests in this run (one per check).
+    dbt_checks = [
+        e.event_specific_data.asset_key
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION and e.step_key.startswith("dbt_")
+    ]
+    for key in (DIM_CUSTOMERS, dg.AssetKey("fct_orders")):  # from the two invocations: unpartitioned, incremental
+        model = mats[key]
+        own = [k for k in dbt_checks if k == key]
+        assert own and model["execution_seconds"].value > 0
+        assert (model["dbt_tests_passed"].value, model["dbt_tests_failed"].value) == (len(own), 0)
+    # Every model and table-like seed built has its figures; each check comes after its model's materialization.
+    dbt_mats = [m for m in result.get_asset_materialization_events() if m.step_key.startswith("dbt_")]
+    assert all("execution_seconds" in m.materialization.metadata for m in dbt_mats)
+    built, seen = {m.asset_key for m in dbt_mats}, set()
+    for event in result.all_events:
+        if event.is_step_materialization:
+            seen.add(event.asset_key)
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            key = event.event_specific_data.asset_key
+            assert key not in built or key in seen, f"a check of {key} before its materialization"
     # The invocation's artifacts are kept by run id, and as the latest state for slim CI.
     artifacts = Path(os.environ["DBT_ARTIFACTS_URL"])
     for name in ("manifest.json", "run_results.json"):

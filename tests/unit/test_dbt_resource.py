@@ -20,6 +20,12 @@ def test_the_dagster_dbt_members_we_override_still_exist():
     # If dagster-dbt renames these, our overrides silently stop applying: pin-bump work, see the class docstring.
     assert isinstance(DbtCliResource.__dict__["_cli_version"], project_module.cached_property)
     assert callable(DbtCliResource._initialize_dbt_core_adapter)
+    # ... and the ones the dbt assets and dbt_launcher.py read: dagster-dbt's stdout reader, dbt-duckdb's database.
+    from dagster_dbt import DbtCliInvocation
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    assert callable(DbtCliInvocation._stream_stdout)
+    assert "_ENV" in vars(DuckDBConnectionManager)
 
 
 def test_version_of_this_environments_dbt_comes_from_package_metadata():
