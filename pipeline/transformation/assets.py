@@ -215,7 +215,7 @@ def _fail(invocation: DbtCliInvocation, exc: Exception) -> None:
 
 
 def dbt_log_args(dbt: DbtCliResource) -> list[str]:
-    """`--log-format text` on DuckDB, where dbt runs through `dbt_launcher.py`, which reports the results.
+    """`--log-format text` where dbt runs through `dbt_launcher.py` (DuckDB), which reports the results.
 
     dagster-dbt runs dbt with a JSON log on stdout to turn each result line into a Dagster event as it comes.
     dbt serializes every log event of a build to JSON then (~1 KB each, several per node): ~0.5 s of a 100-model
@@ -223,7 +223,7 @@ def dbt_log_args(dbt: DbtCliResource) -> list[str]:
     it to the step's compute log line by line), and the launcher adds one JSON line per node result, with the
     row count of each table it built, which `events_with_run_metadata` turns into events while dbt runs.
     """
-    return ["--log-format", "text"] if getattr(dbt, "duckdb_path", None) is not None else []
+    return ["--log-format", "text"] if getattr(dbt, "reports_through_launcher", False) else []
 
 
 def read_run_results(invocation: DbtCliInvocation) -> dict[str, Any] | None:
@@ -241,7 +241,8 @@ def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | No
     `fetch_row_counts()` (a second connection, while dbt runs) cannot read it: there dbt runs through
     `dbt_launcher.py`, which counts each table's rows inside the dbt process and reports every result on a line
     of its own (`dbt_log_args`); results become events as they come, so the UI follows the build and Dagster
-    records it while dbt runs. Other adapters use dagster-dbt's stream and `fetch_row_counts()`.
+    records it while dbt runs. With a dbt executable of your own on DuckDB (no launcher), dbt's JSON log is read
+    the same way, without row counts. Other adapters use dagster-dbt's stream and `fetch_row_counts()`.
     `duckdb_path`: the warehouse file, read from the profile by the resource (no adapter handle is built then).
     """
     adapter = invocation.adapter

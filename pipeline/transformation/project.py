@@ -181,8 +181,13 @@ class PipelineDbtCliResource(DbtCliResource):
             return None  # DuckDB: not needed; otherwise built by `cli` once dbt has started
         return super()._initialize_dbt_core_adapter(args)
 
+    @property
+    def reports_through_launcher(self) -> bool:
+        """Whether dbt runs through dbt_launcher.py: on DuckDB, with the dbt installed beside this interpreter."""
+        return self.duckdb_path is not None and self.dbt_executable == dbt_executable()
+
     def cli(self, args: Sequence[str], **kwargs: Any) -> DbtCliInvocation:
-        if self.duckdb_path is not None and self.dbt_executable == dbt_executable():
+        if self.reports_through_launcher:
             # On DuckDB the installed dbt runs through dbt_launcher.py (same dbt, same arguments), which reports each
             # node's result as a line dagster-dbt parses: see `dbt_log_args` and `events_with_run_metadata`. The copy
             # takes this resource's cached dbt version along (it would otherwise ask `python --version`).

@@ -93,3 +93,29 @@ def test_other_targets_still_get_an_adapter(monkeypatch, project_dir, output):
     resource = PipelineDbtCliResource(project_dir=str(project_dir), dbt_executable=dbt_executable())
     assert resource.duckdb_path is None
     assert resource._initialize_dbt_core_adapter(["build"]) == "A"
+
+
+def test_the_launcher_and_its_text_log_go_together(project_dir):
+    """dbt prints a text log only where dbt_launcher.py reports the results (DuckDB, the dbt beside this
+    interpreter); any other dbt keeps dagster-dbt's JSON log, from which the results are read."""
+    from pipeline.transformation.assets import dbt_log_args
+
+    (project_dir / "profiles.yml").write_text(
+        "p:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: w.duckdb\n"
+    )
+    ours = PipelineDbtCliResource(
+        project_dir=str(project_dir), profiles_dir=str(project_dir), dbt_executable=dbt_executable()
+    )
+    assert ours.reports_through_launcher and dbt_log_args(ours) == ["--log-format", "text"]
+    other = project_dir / "dbt"
+    other.write_text("#!/bin/sh\n")
+    other.chmod(0o755)
+    elsewhere = PipelineDbtCliResource(
+        project_dir=str(project_dir), profiles_dir=str(project_dir), dbt_executable=str(other)
+    )
+    assert not elsewhere.reports_through_launcher and dbt_log_args(elsewhere) == []
+    (project_dir / "profiles.yml").write_text("p:\n  target: dev\n  outputs:\n    dev:\n      type: postgres\n")
+    postgres = PipelineDbtCliResource(
+        project_dir=str(project_dir), profiles_dir=str(project_dir), dbt_executable=dbt_executable()
+    )
+    assert not postgres.reports_through_launcher and dbt_log_args(postgres) == []
