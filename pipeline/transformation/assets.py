@@ -261,6 +261,9 @@ def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | No
                 sys.stdout.flush()
                 continue
             message = DbtCoreCliEventMessage(raw_event=raw_event, event_history_metadata={})
+            if raw_event["info"].get("msg"):  # a JSON log's message (the launcher's result lines have none)
+                sys.stdout.write(f"{message}\n")
+                sys.stdout.flush()
             if not message.is_result_event:
                 continue
             events = message.to_default_asset_events(

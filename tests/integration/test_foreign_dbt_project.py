@@ -58,7 +58,7 @@ def test_materializes_every_dbt_asset(harbor):
         assert conn.execute("select count(*) from monthly_flows").fetchone()[0] == 5
 
 
-def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor):
+def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor, capsys):
     """On DuckDB dbt prints a text log and runs through dbt_launcher.py, which reports each result on a line of its
     own: the events made from those lines, while dbt runs, are the ones dagster-dbt makes from dbt's JSON log,
     field for field, plus each model's figures (row counts counted inside the dbt process)."""
@@ -114,3 +114,9 @@ def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor)
         )
     # Without a Dagster context no checks are selected: no test figures (test_pipeline has them).
     assert not any("dbt_tests_passed" in m for m in materialized.values())
+
+    # A dbt of one's own on DuckDB (no launcher) keeps the JSON log: the same events, its messages in the log.
+    capsys.readouterr()
+    own = list(events_with_run_metadata(plain.cli(["build"], manifest=manifest), ours.duckdb_path))
+    assert sorted(map(fields, own), key=repr) == sorted(map(fields, streamed), key=repr)
+    assert "Completed successfully" in capsys.readouterr().out
