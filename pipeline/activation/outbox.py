@@ -258,45 +258,48 @@ def mark_sent(
 ) -> None:
     """After their 2xx, in one transaction: the batches are sent; the state of their accepted records is what was
     sent (or gone, for a delete); records the destination refused are kept with the reason until their data
-    changes. The batches must belong to one plan (keys are then unique across them)."""
+    changes. The batches must belong to one plan (keys are then unique across them).
+
+    The records' keys and hashes are read from the batches' outbox rows inside DuckDB (one group is up to
+    `MARK_EVERY` batches, 25,000 records): only the batches' keys and the few refused records cross from Python,
+    so marking barely holds the GIL the sending threads need.
+    """
     if not acknowledged:
         return
     now = datetime.now(UTC).replace(tzinfo=None)
-    upserted: dict[str, str] = {}
-    deleted: list[str] = []
-    refused: list[list] = []
-    for batch, delivery in acknowledged:
-        errors = delivery.rejected if delivery else {}
-        for i, (key, digest) in enumerate(zip(batch.record_keys, batch.record_hashes, strict=True)):
-            if i in errors:
-                refused.append([sync, key, digest, errors[i], batch.plan_id, now])
-            elif batch.op == "delete":
-                deleted.append(key)
-            else:
-                upserted[key] = digest
-    every_key = [key for batch, _ in acknowledged for key in batch.record_keys]
+    refused = [
+        [sync, batch.record_keys[i], batch.record_hashes[i], error, batch.plan_id, now]
+        for batch, delivery in acknowledged
+        for i, error in (delivery.rejected if delivery else {}).items()
+    ]
+    keys = [batch.idempotency_key for batch, _ in acknowledged]
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute(
+            "CREATE OR REPLACE TEMP TABLE sync_marked AS SELECT op, unnest(record_keys) AS record_key,"
+            f" unnest(record_hashes) AS record_hash FROM {OUTBOX}"
+            " WHERE sync_name = ? AND idempotency_key IN (SELECT unnest(?))",
+            [sync, keys],
+        )
+        conn.execute(
             f"UPDATE {OUTBOX} SET status = 'sent', sent_at = ?, attempts = attempts + 1"
             " WHERE sync_name = ? AND idempotency_key IN (SELECT unnest(?))",
-            [now, sync, [batch.idempotency_key for batch, _ in acknowledged]],
-        )
-        # A refused change keeps the state of what the destination last accepted for that record.
-        conn.execute(
-            f"DELETE FROM {STATE} WHERE sync_name = ? AND record_key IN (SELECT unnest(?))",
-            [sync, [*upserted, *deleted]],
+            [now, sync, keys],
         )
         conn.execute(
-            f"DELETE FROM {REJECTED} WHERE sync_name = ? AND record_key IN (SELECT unnest(?))", [sync, every_key]
+            f"DELETE FROM {REJECTED} WHERE sync_name = ? AND record_key IN (SELECT record_key FROM sync_marked)",
+            [sync],
         )
-        if upserted:
-            conn.execute(
-                f"INSERT INTO {STATE} SELECT ?, unnest(?), unnest(?), ?",
-                [sync, list(upserted), list(upserted.values()), now],
-            )
-        if refused:
+        if refused:  # a refused change keeps the state of what the destination last accepted for that record
+            conn.execute("DELETE FROM sync_marked WHERE record_key IN (SELECT unnest(?))", [[r[1] for r in refused]])
             conn.executemany(f"INSERT INTO {REJECTED} VALUES (?, ?, ?, ?, ?, ?)", refused)
+        conn.execute(
+            f"DELETE FROM {STATE} WHERE sync_name = ? AND record_key IN (SELECT record_key FROM sync_marked)", [sync]
+        )
+        conn.execute(
+            f"INSERT INTO {STATE} SELECT ?, record_key, record_hash, ? FROM sync_marked WHERE op <> 'delete'",
+            [sync, now],
+        )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
