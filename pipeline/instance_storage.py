@@ -154,7 +154,7 @@ class LocalEventLogStorage(SqliteEventLogStorage):
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         """Store the events as `store_event` does, in one transaction per file instead of one or two per event.
 
-        Dagster hands a batch here when DAGSTER_EVENT_BATCH_SIZE is set (this module sets it, see below): the
+        Dagster hands a batch here when DAGSTER_EVENT_BATCH_SIZE is set (this module sets it, above): the
         planned events of a run's assets and checks, written before its first step (941 for a 500-model build),
         and a partitioned asset's materializations. If one write fails, every file's transaction rolls back and
         Dagster stores the events one by one.

@@ -168,12 +168,14 @@ def _dbt_multi_asset(
                 invocation.context = context
             else:
                 invocation = dbt.cli(["build", *extra], context=context)
+        run_results: dict[str, Any] | None = None
         try:
             yield from events_with_run_metadata(invocation, getattr(dbt, "duckdb_path", None))
         except DagsterDbtCliRuntimeError as exc:
-            _fail(invocation, exc)
-        finally:
             run_results = read_run_results(invocation)
+            _fail(exc, run_results)
+        finally:
+            run_results = run_results or read_run_results(invocation)
             if run_results is not None:
                 context.log.info(f"dbt invocation: {json.dumps(summary(run_results, manifest))}")
             saved = store.save(
@@ -195,9 +197,8 @@ def retry_selection(store: ArtifactStore, run_id: str, step: str, attempt: int, 
     return names or None
 
 
-def _fail(invocation: DbtCliInvocation, exc: Exception) -> None:
+def _fail(exc: Exception, run_results: dict[str, Any] | None) -> None:
     """Re-raise a failed dbt build; without retries when only tests failed (a retry would fail them again)."""
-    run_results = read_run_results(invocation)
     if run_results is None:  # dbt died before writing it: treat as transient
         raise exc from None
     results = run_results.get("results", [])
@@ -243,7 +244,7 @@ def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | No
     of its own (`dbt_log_args`); results become events as they come, so the UI follows the build and Dagster
     records it while dbt runs. With a dbt executable of your own on DuckDB (no launcher), dbt's JSON log is read
     the same way, without row counts. Other adapters use dagster-dbt's stream and `fetch_row_counts()`.
-    `duckdb_path`: the warehouse file, read from the profile by the resource (no adapter handle is built then).
+    `duckdb_path`: the resource's DuckDB file (None off DuckDB); it selects this path, nothing reads the file here.
     """
     adapter = invocation.adapter
     if duckdb_path is None and adapter is not None and adapter.type() == "duckdb":

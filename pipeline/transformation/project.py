@@ -191,7 +191,7 @@ class PipelineDbtCliResource(DbtCliResource):
             # On DuckDB the installed dbt runs through dbt_launcher.py (same dbt, same arguments), which reports each
             # node's result as a line dagster-dbt parses: see `dbt_log_args` and `events_with_run_metadata`. The copy
             # takes this resource's cached dbt version along (it would otherwise ask `python --version`).
-            assert self._cli_version is not None
+            self._cli_version  # noqa: B018 - computed (and cached) here, so the copy carries it
             launcher = self.model_copy(
                 update={"dbt_executable": sys.executable, "global_config_flags": [*LAUNCHER, *self.global_config_flags]}
             )

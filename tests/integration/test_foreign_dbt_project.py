@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -65,7 +64,7 @@ def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor,
     from dagster_dbt import DbtCliResource
 
     from pipeline.transformation.assets import dbt_log_args, events_with_run_metadata
-    from pipeline.transformation.project import PipelineDbtCliResource, dbt_executable
+    from pipeline.transformation.project import LAUNCHER, PipelineDbtCliResource, dbt_executable
 
     project, _ = harbor
     manifest = json.loads((project / "target" / "manifest.json").read_text())
@@ -74,10 +73,8 @@ def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor,
 
     ours = PipelineDbtCliResource(project_dir=str(project), profiles_dir=str(project), dbt_executable=dbt_executable())
     invocation = ours.cli(["build", *dbt_log_args(ours)], manifest=manifest)
-    assert invocation.process.args[1:3] == [
-        "-P",
-        str(Path(sys.modules[ours.__module__].__file__).with_name("dbt_launcher.py")),
-    ]
+    assert invocation.process.args[1:3] == list(LAUNCHER)  # the dbt launcher, by path
+    assert LAUNCHER[0] == "-P" and Path(LAUNCHER[1]).is_file() and Path(LAUNCHER[1]).name == "dbt_launcher.py"
     built, running = [], []
     for event in events_with_run_metadata(invocation, ours.duckdb_path):
         built.append(event)
