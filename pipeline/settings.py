@@ -68,6 +68,8 @@ class Settings:
     sensor_interval_seconds: int
     sensor_overlap_seconds: int
     sensor_lookback_days: int
+    #: how often, at most, a tick lists every landing day when the days before the lookback hold many files
+    sensor_sweep_minutes: float
     warehouse_path: Path
     dbt_project_dir: Path
     dbt_profiles_dir: Path
@@ -109,6 +111,7 @@ class Settings:
             sensor_interval_seconds=int(env.get("LANDING_SENSOR_INTERVAL_SECONDS", "30")),
             sensor_overlap_seconds=int(env.get("LANDING_SENSOR_OVERLAP_SECONDS", "300")),
             sensor_lookback_days=int(env.get("LANDING_SENSOR_LOOKBACK_DAYS", "7")),
+            sensor_sweep_minutes=float(env.get("LANDING_SENSOR_SWEEP_MINUTES", "10")),
             warehouse_path=_path(env.get("DUCKDB_PATH") or str(DATA_DIR / "warehouse.duckdb")),
             dbt_project_dir=dbt_project_dir,
             dbt_profiles_dir=_path(env.get("DBT_PROFILES_DIR") or str(dbt_project_dir)),
