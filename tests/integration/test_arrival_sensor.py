@@ -235,3 +235,35 @@ def test_a_tick_lists_the_recent_days_only_however_large_the_bucket(landing: Lan
     assert sorted(keys) == sorted(etags)
     assert len(result.run_requests) < len(etags)
     assert len(result.cursor) < 2_000
+
+
+def test_a_file_for_a_day_older_than_the_lookback_is_requested_not_skipped(landing: Landing, capfd):
+    """Issue 13's newcomer: the demo's days lie weeks back; a file dropped later for the day after them is loaded
+    (the sweep lists every day while the days before the window hold few files), and told about in the log."""
+    old = today() - timedelta(days=30)
+    for i in range(3):
+        landing.drop(f"shop/{old + timedelta(days=i)}/orders.csv")
+    first = landing.tick(None)
+    assert len(first.run_requests) == 1  # the three days of one table: one ranged run
+    for i in range(3):  # loaded and moved to processed/ by that run
+        key = f"landing/shop/{old + timedelta(days=i)}/orders.csv"
+        landing.client.copy_object(
+            Bucket=landing.s3.bucket, Key=key.replace("landing/", "landing/processed/", 1),
+            CopySource={"Bucket": landing.s3.bucket, "Key": key},
+        )  # fmt: skip
+        landing.client.delete_object(Bucket=landing.s3.bucket, Key=key)
+    landing.drop(f"shop/{today()}/customers.csv")  # today's files move the high-water mark on
+    second = landing.tick(first.cursor)
+    assert [r.tags.get(LANDING_KEY_TAG) for r in second.run_requests] == [f"shop/{today()}/customers.csv"]
+
+    late = f"shop/{old + timedelta(days=3)}/orders.csv"
+    etag = landing.drop(late)
+    capfd.readouterr()
+    third = landing.tick(second.cursor)
+
+    assert requested(third) == {
+        f"{late}@{etag}": ((old + timedelta(days=3)).isoformat(), [dg.AssetKey(["raw", "orders"])])
+    }
+    told = capfd.readouterr().err  # the tick's log
+    assert "The sweep found 1 file(s)" in told and late in told
+    assert landing.tick(third.cursor).run_requests == []
