@@ -2,7 +2,8 @@
 
 Both sensors post a Slack-style message (`{"text": ...}`, Slack incoming-webhook compatible) with what an on-call
 person needs to act: the run, the job, the failed step and the assets it left unbuilt, the first lines of the error
-and a link to the run in the UI (`DAGSTER_UI_BASE_URL`). Messages are routed by asset owner:
+and a link to the run in the UI (`DAGSTER_UI_BASE_URL`). Times are local times in `PIPELINE_TIMEZONE`
+("2026-12-01 06:12 CET"), never epoch seconds. Messages are routed by asset owner:
 
     ALERT_ROUTES='{"team:finance_data": "https://hooks.slack.com/...", "analytics@tidewater.example": "https://..."}'
     ALERT_WEBHOOK_URL=https://hooks.slack.com/...      everything no route claims
@@ -19,6 +20,8 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import httpx
@@ -81,6 +84,20 @@ def deliver(owners: Iterable[str], text: str, log: dg.DagsterLogManager) -> int:
         log.warning(f"No ALERT_ROUTES / ALERT_WEBHOOK_URL set; the alert was:\n{text}")
         return 0
     return post(urls, text, log)
+
+
+def local_time(timestamp: float, timezone: str) -> str:
+    """`2026-12-01 06:12 CET`: a time as the people the alert goes to read it (PIPELINE_TIMEZONE)."""
+    return datetime.fromtimestamp(timestamp, ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def duration(seconds: float) -> str:
+    """`26 h`, `3 h 10 min`, `45 min`: how long, to the minute."""
+    hours, minutes = divmod(round(seconds / 60), 60)
+    parts = [f"{hours} h"] if hours else []
+    if minutes or not parts:
+        parts.append(f"{minutes} min")
+    return " ".join(parts)
 
 
 def first_lines(text: str, count: int = ERROR_LINES) -> str:
