@@ -7,6 +7,8 @@ that pass between the ticks.
 """
 
 import re
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -17,6 +19,7 @@ from dagster._core.test_utils import freeze_time
 
 from devstack import webhook_receiver
 from devstack.serve import ServerThread
+from pipeline.settings import REPO_ROOT
 
 BERLIN = ZoneInfo("Europe/Berlin")
 #: the deployment starts at 03:10 local time; the raw deadline is 09:00, the marts' window 26 h
@@ -134,3 +137,16 @@ def test_a_fresh_deployment_is_quiet_until_its_first_loads_were_due(deployment):
     ]
     assert not any(EPOCH_FLOAT.search(a) for a in alerts)
     assert {deployment.states()[k][0] for k in ran} == {"FAILED"}
+
+
+def test_loading_the_code_location_prints_no_beta_or_supersession_warnings(deployment):
+    """What every process that loads the definitions (code servers, each run worker) would print, warnings on."""
+    load = subprocess.run(
+        [sys.executable, "-W", "always", "-c", "from pipeline.definitions import defs; defs()"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+    )
+    noisy = [line for line in load.stderr.splitlines() if re.search(r"(Beta|Supersession|Preview)Warning", line)]
+    assert noisy == []
