@@ -173,7 +173,9 @@ def mart_verdict(
     )
 
 
-def watched_since(instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey], now: float) -> dict:
+def watched_since(
+    instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey], now: float
+) -> dict[dg.AssetCheckKey, float]:
     """When this instance first evaluated each check; `now` is recorded for those it never evaluated before.
 
     Two evaluations racing on a check's first time both record their own `now` (seconds apart): harmless.
@@ -187,7 +189,10 @@ def watched_since(instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey]
     return {key: float(stored.get(name, now)) for key, name in names.items()}
 
 
-def check_result(key: dg.AssetCheckKey, verdict: Verdict, severity, params: dict) -> dg.AssetCheckResult:
+def check_result(
+    key: dg.AssetCheckKey, verdict: Verdict, severity: dg.AssetCheckSeverity, params: dict
+) -> dg.AssetCheckResult:
+    """The verdict as Dagster records it: the words as the description, the times as timestamps the UI shows."""
     times = dict(verdict.times)
     if verdict.passed and verdict.fresh_until is not None:
         times[FRESH_UNTIL] = verdict.fresh_until
