@@ -83,7 +83,12 @@ def refusal(result) -> str:
 def test_failed_blocking_check_upstream(world):
     run, sent = world
     run(DIM, dim_customers={"fail_check": True})
-    assert "blocking check(s) failed on dim_customers or upstream: dim_customers:emails_present" in refusal(run(SYNC))
+    refused = refusal(run(SYNC))
+    assert "blocking check(s) failed on dim_customers or upstream: dim_customers:emails_present" in refused
+    assert refused.endswith(
+        "Nothing was sent: the sync sends once the input is fixed and the model rebuilt, or now"
+        " with `force: true` in its run config."
+    )
     assert sent() == 1000
 
 
