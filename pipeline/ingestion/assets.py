@@ -11,14 +11,13 @@ from ..automation.retries import TRANSIENT_RETRY
 from ..external import landing_asset_key, landing_specs
 from ..resources import LandingResource, WarehouseResource
 from ..settings import WAREHOUSE_POOL, Settings
-from .contracts import SourceTable, load_contracts
+from .contracts import CONTRACT_CHECK, SourceTable, load_contracts
 from .landing import LandedObject, LandingKey, LandingStore
 from .loader import ContractViolation, FileLoad, FileToLoad, ensure_table, load_file, table_rows
 from .quarantine import PROCESSED_PREFIX, ProcessedAction, mark_processed, quarantine
 from .sensor import LANDING_KEY_TAG, LANDING_KEYS_TAG, build_arrival_sensor
 
 INGESTION_GROUP = "ingestion"
-CONTRACT_CHECK = "landing_contract"
 
 
 def files_for_days(store: LandingStore, contract: SourceTable, days: list[date]) -> list[tuple[str, LandedObject, str]]:

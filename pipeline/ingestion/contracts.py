@@ -10,6 +10,9 @@ from ..settings import read_yaml
 CONTRACTS_PATH = Path(__file__).with_name("contracts.yaml")
 EXTRA_COLUMN_POLICIES = ("ignore", "load", "reject")
 
+#: The asset check every raw table carries: each landed file met its contract.
+CONTRACT_CHECK = "landing_contract"
+
 #: Columns the loader adds to every raw table, after the contract's own.
 LINEAGE_COLUMNS = {"_source_file": "VARCHAR", "_landing_date": "DATE", "_loaded_at": "TIMESTAMP"}
 
