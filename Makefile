@@ -57,9 +57,10 @@ parse: install
 demo-data: install
 	$(BIN)/python -m pipeline.demo_data --landing $(LANDING_URL) --days $(DEMO_DAYS) --customers $(DEMO_CUSTOMERS) --if-absent
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# The local instance's config (devstack/dagster.yaml; not in the root, where `dagster dev` would warn about it).
+$(DAGSTER_HOME)/dagster.yaml: devstack/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp devstack/dagster.yaml $@
 
 # Starts the local CRM server, the local webhook receiver and `dagster dev`; Ctrl-C stops all three.
 dev: parse demo-data $(DAGSTER_HOME)/dagster.yaml

@@ -1,5 +1,5 @@
-"""A fully temporary `make dev` stack for the browser test and the end-to-end benchmark: a Dagster instance with the
-repository's dagster.yaml, the local CRM and webhook receiver (each in its own process group) and `dagster dev` on a
+"""A fully temporary `make dev` stack for the browser test and the end-to-end benchmark: a Dagster instance with
+devstack/dagster.yaml, the local CRM and webhook receiver (each in its own process group) and `dagster dev` on a
 free port, all pointed at one temporary folder (landing zone, warehouse, dbt artifacts, CRM database).
 
 `dagster dev` may ignore SIGINT/SIGTERM (it does when started from a non-interactive background shell), so it runs
@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 from dotenv import dotenv_values
 
+from devstack import INSTANCE_YAML
 from devstack.serve import free_port, server_process
 from pipeline.settings import REPO_ROOT
 
@@ -237,7 +238,7 @@ def dagster_dev(
     refuse_a_local_env_file()
     (root / "landing").mkdir(parents=True, exist_ok=True)
     (root / "dagster_home").mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO_ROOT / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
+    shutil.copy(INSTANCE_YAML, root / "dagster_home" / "dagster.yaml")
     with ExitStack() as cleanup:
         crm_url = cleanup.enter_context(
             server_process("devstack.crm_server", "--db", str(root / "crm.sqlite"), "--token", crm_token)

@@ -13,7 +13,7 @@ import duckdb
 import httpx
 from dagster._core.instance.ref import InstanceRef
 
-from devstack import crm_server
+from devstack import INSTANCE_YAML, crm_server
 from devstack.serve import ServerThread
 from pipeline.demo_data import generate
 from pipeline.settings import REPO_ROOT, WAREHOUSE_POOL
@@ -33,13 +33,13 @@ def test_every_asset_that_opens_the_warehouse_is_in_the_warehouse_pool(module_en
     ]
     assert len(writers) >= 8  # five raw tables, dbt, two syncs
     assert {a.op.name: a.op.pool for a in writers} == {a.op.name: WAREHOUSE_POOL for a in writers}
-    assert "default_limit: 1" in (REPO_ROOT / "dagster.yaml").read_text()
+    assert "default_limit: 1" in INSTANCE_YAML.read_text()
 
 
 def test_two_runs_at_once_queue_for_the_warehouse_instead_of_failing(module_env, tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")  # pools: default_limit 1
+    shutil.copy(INSTANCE_YAML, home / "dagster.yaml")  # pools: default_limit 1
     summary = generate(tmp_path / "landing", seed=3, days=1, customers=30, progress=False)
     db = tmp_path / "warehouse.duckdb"  # the catalog name the dbt manifest's relations use
     with duckdb.connect(str(db)) as conn:  # the mart the contacts sync reads
@@ -87,7 +87,7 @@ def test_two_runs_at_once_queue_for_the_warehouse_instead_of_failing(module_env,
         assert conn.execute("select count(*) from raw.customers").fetchone()[0] == summary["rows"]["customers"]
         assert conn.execute("select count(*) from activation.sync_state").fetchone()[0] == 600
 
-    module_env.setenv("DAGSTER_HOME", str(home))  # our dagster.yaml keeps Dagster's folders under DAGSTER_HOME
+    module_env.setenv("DAGSTER_HOME", str(home))  # devstack/dagster.yaml keeps Dagster's folders under DAGSTER_HOME
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
     runs = {r.asset_selection and next(iter(r.asset_selection)).to_user_string(): r for r in instance.get_runs()}
     blocked = [
