@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date
@@ -66,6 +66,38 @@ mutation ($selector: SensorSelector!) {
     ... on Sensor { sensorState { status } }
     ... on PythonError { message }
   }
+}
+"""
+
+
+LAUNCH_RUN_MUTATION = """
+mutation ($params: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+RUN_STATUS_QUERY = """
+query ($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } ... on PythonError { message } } }
+"""
+RUN_ENGINE_EVENTS_QUERY = """
+query ($runId: ID!) {
+  logsForRun(runId: $runId, limit: 100000) {
+    __typename
+    ... on EventConnection {
+      events { __typename ... on EngineEvent { message metadataEntries { label ... on TextMetadataEntry { text } } } }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+POOL_QUERY = """
+query ($pool: String!) {
+  instance { concurrencyLimit(concurrencyKey: $pool) { claimedSlots { runId stepKey } pendingSteps { runId } } }
 }
 """
 
@@ -123,6 +155,45 @@ class DagsterDev:
         started = self.gql(START_SENSOR_MUTATION, selector=selector)["startSensor"]
         if started["__typename"] != "Sensor" or started["sensorState"]["status"] != "RUNNING":
             raise StackError(f"could not start sensor {name}: {started}")
+
+
+def launch_assets(gql: GraphQL, *paths: Sequence[str]) -> str:
+    """Launch one run of the assets at `paths` (as the UI's "Materialize selected" does); returns its run id."""
+    selector = {
+        "repositoryLocationName": LOCATION,
+        "repositoryName": REPOSITORY,
+        "pipelineName": "__ASSET_JOB",
+        "assetSelection": [{"path": list(path)} for path in paths],
+    }
+    launched = gql(LAUNCH_RUN_MUTATION, params={"selector": selector, "mode": "default"})["launchPipelineExecution"]
+    if launched["__typename"] != "LaunchRunSuccess":
+        raise StackError(f"could not launch {paths}: {launched}")
+    return launched["run"]["runId"]
+
+
+def run_status(gql: GraphQL, run_id: str) -> str:
+    """QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELED, ..."""
+    run = gql(RUN_STATUS_QUERY, runId=run_id)["runOrError"]
+    if run["__typename"] != "Run":
+        raise StackError(f"run {run_id}: {run}")
+    return run["status"]
+
+
+def run_worker_pid(gql: GraphQL, run_id: str) -> int | None:
+    """The pid of the run's worker process, from its "Started process for run" event (None before it starts)."""
+    answer = gql(RUN_ENGINE_EVENTS_QUERY, runId=run_id)["logsForRun"]
+    if answer["__typename"] != "EventConnection":
+        raise StackError(f"logsForRun({run_id}): {answer}")
+    for event in answer["events"]:
+        if event["__typename"] == "EngineEvent" and event["message"].startswith("Started process for run"):
+            return next(int(e["text"]) for e in event["metadataEntries"] if e["label"] == "pid")
+    return None
+
+
+def pool_claims(gql: GraphQL, pool: str) -> list[str]:
+    """The ids of the runs holding a slot of `pool` (the UI's pool page)."""
+    claims = gql(POOL_QUERY, pool=pool)["instance"]["concurrencyLimit"]["claimedSlots"]
+    return [claim["runId"] for claim in claims]
 
 
 def tail(path: Path, lines: int) -> str:

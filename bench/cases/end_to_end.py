@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from devstack.dagster_dev import LOCATION, REPOSITORY, DagsterDev, dagster_dev
+from devstack.dagster_dev import DagsterDev, dagster_dev, launch_assets
 from pipeline.demo_data import generate
 
 from ..harness import Case, Row, Setup
@@ -102,17 +102,6 @@ query ($runId: ID!) {
 }
 """
 ASSET_NODES_QUERY = "{ assetNodes { assetKey { path } dependencyKeys { path } isPartitioned isMaterializable } }"
-LAUNCH_RUN_MUTATION = """
-mutation ($params: ExecutionParams!) {
-  launchPipelineExecution(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}
-"""
 
 
 def materialize_roots(dev: DagsterDev) -> list[str]:
@@ -128,15 +117,7 @@ def materialize_roots(dev: DagsterDev) -> list[str]:
         and not n["isPartitioned"]
         and not any(tuple(d["path"]) in materializable for d in n["dependencyKeys"])
     ]
-    selector = {
-        "repositoryLocationName": LOCATION,
-        "repositoryName": REPOSITORY,
-        "pipelineName": "__ASSET_JOB",
-        "assetSelection": roots,
-    }
-    launched = dev.gql(LAUNCH_RUN_MUTATION, params={"selector": selector, "mode": "default"})
-    if launched["launchPipelineExecution"]["__typename"] != "LaunchRunSuccess":
-        raise AssertionError(f"could not launch {roots}: {launched}")
+    launch_assets(dev.gql, *(key["path"] for key in roots))
     return ["/".join(key["path"]) for key in roots]
 
 

@@ -17,6 +17,7 @@ from devstack import INSTANCE_YAML, crm_server
 from devstack.serve import ServerThread
 from pipeline.demo_data import generate
 from pipeline.settings import REPO_ROOT, WAREHOUSE_POOL
+from tests.marts import make_dim_customers
 
 TOKEN = "t"
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -42,13 +43,7 @@ def test_two_runs_at_once_queue_for_the_warehouse_instead_of_failing(module_env,
     shutil.copy(INSTANCE_YAML, home / "dagster.yaml")  # pools: default_limit 1
     summary = generate(tmp_path / "landing", seed=3, days=1, customers=30, progress=False)
     db = tmp_path / "warehouse.duckdb"  # the catalog name the dbt manifest's relations use
-    with duckdb.connect(str(db)) as conn:  # the mart the contacts sync reads
-        conn.execute(
-            """CREATE TABLE dim_customers AS SELECT i AS customer_id, 'c' || i || '@x.io' AS email, 'A' AS first_name,
-               'B' AS last_name, 'US' AS country_code, 'North America' AS region, true AS marketing_opt_in,
-               'new' AS customer_segment, i * 1.5 AS lifetime_value, 1 AS order_count,
-               TIMESTAMP '2026-11-01' AS last_order_at FROM range(1, 601) t(i)"""
-        )
+    make_dim_customers(db, 600)  # the mart the contacts sync reads
     # Six batches, one at a time, 4 s each at the CRM: the sync holds the warehouse for ~24 s while it sends,
     # longer than the second process needs to start.
     faults = crm_server.FaultConfig(slow_seconds=4.0)
