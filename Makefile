@@ -62,15 +62,14 @@ $(DAGSTER_HOME)/dagster.yaml: devstack/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp devstack/dagster.yaml $@
 
-# Starts the local CRM server, the local webhook receiver and `dagster dev`; Ctrl-C stops all three.
+# The local CRM's database and the webhook receiver's log.
+DEV_DATA ?= $(CURDIR)/.data
+
+# Starts the local CRM server, the local webhook receiver and `dagster dev` (devstack/dev.py); one Ctrl-C stops all
+# three, runs in progress included.
 dev: parse demo-data $(DAGSTER_HOME)/dagster.yaml
-	@mkdir -p .data
-	@export $(DEV_ENV); \
-	$(BIN)/python -m devstack.crm_server --host 127.0.0.1 --port $(CRM_PORT) --db .data/crm.sqlite & crm=$$!; \
-	$(BIN)/python -m devstack.webhook_receiver --host 127.0.0.1 --port $(WEBHOOK_PORT) --log .data/webhooks.jsonl & hooks=$$!; \
-	trap 'kill $$crm $$hooks 2>/dev/null; wait $$crm $$hooks 2>/dev/null' EXIT INT TERM; \
-	echo "Local CRM on $(CRM_URL); webhooks to $(WEBHOOK_URL); Dagster UI on http://127.0.0.1:$(DAGSTER_PORT)"; \
-	$(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT) -w workspace.yaml
+	@export $(DEV_ENV); exec $(BIN)/python -m devstack.dev --crm-port $(CRM_PORT) --webhook-port $(WEBHOOK_PORT) \
+		--dagster-port $(DAGSTER_PORT) --data $(DEV_DATA)
 
 test: parse
 	$(BIN)/pytest $(PYTEST_ARGS)
