@@ -123,21 +123,42 @@ class StepFailure:
     assets: frozenset[dg.AssetKey]
 
 
+#: Events that end a step's attempt; a step whose last STEP_START has none after it was still running when the run
+#: ended (its worker was killed: no STEP_FAILURE is ever written for it). A retry request is not an end.
+STEP_ENDS = (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_SKIPPED)
+
+
 def failed_steps(instance: dg.DagsterInstance, run_id: str) -> list[StepFailure]:
-    """Each failed step of the run, its error, and the assets it was to build but did not (failed or skipped)."""
+    """Each failed step of the run, its error, and the assets it was to build but did not (failed or skipped).
+
+    A step the run died in (its worker killed, out of memory) counts as failed, with what was logged about the run
+    after the step's last event as its error (the code server's "terminated by signal 9 (SIGKILL)", run monitoring's
+    "run worker ... no longer exists")."""
     planned: dict[str, set[dg.AssetKey]] = defaultdict(set)
     materialized: set[dg.AssetKey] = set()
     failures: dict[str, str] = {}
+    running: set[str] = set()
+    after_last_step_event: list[str] = []
     for record in instance.all_logs(run_id):
         event = record.dagster_event
         if event is None:
             continue
+        if event.step_key:
+            after_last_step_event = []
+        elif event.event_type in (dg.DagsterEventType.ENGINE_EVENT, dg.DagsterEventType.RUN_FAILURE):
+            after_last_step_event.append(event.message or record.user_message)
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED and event.asset_key:
             planned[event.step_key or ""].add(event.asset_key)
         elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and event.asset_key:
             materialized.add(event.asset_key)
-        elif event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_key:
+        elif event.event_type == dg.DagsterEventType.STEP_START and event.step_key:
+            running.add(event.step_key)
+        elif event.event_type in STEP_ENDS and event.step_key:
+            running.discard(event.step_key)
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_key:
             failures[event.step_key] = failure_text(event.step_failure_data) or record.user_message
+    died = "\n".join(["The run ended while this step was running.", *filter(None, after_last_step_event)])
+    failures.update({step: died for step in sorted(running)})
     return [
         StepFailure(step, error, frozenset(planned.get(step, set()) - materialized)) for step, error in failures.items()
     ]
