@@ -179,7 +179,13 @@ def prepare_demo(root: Path, size: dict[str, int]) -> BenchProject:
     shutil.copytree(REPO_ROOT / "dbt_project", project, ignore=shutil.ignore_patterns("target", "logs"))
     template = root / "template.duckdb"  # not raw.duckdb: its catalog name would clash with schema raw
     with stopwatch() as made:
-        summary = demo_data(root / "landing", days=size["days"], customers=size["customers"], progress=False)
+        summary = demo_data(
+            root / "landing",
+            days=size["days"],
+            customers=size["customers"],
+            start=date.fromisoformat(DEMO_START),
+            progress=False,
+        )
         env = clean_env(
             DUCKDB_PATH=str(template),
             DBT_PROJECT_DIR=str(project),
