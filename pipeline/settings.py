@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
-import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / ".data"
@@ -45,14 +44,6 @@ ALERT_ROUTES_FORM = 'a JSON object of owner -> http(s) webhook URL, e.g. {"team:
 STORE_URL_FORM = "a local folder, file:///path or s3://bucket/prefix"
 
 T = TypeVar("T")
-
-#: libyaml's parser when PyYAML was built with it (the wheels are): ~5x faster than the pure-Python one
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def read_yaml(path: Path) -> object:
-    """A YAML file's document, parsed as `yaml.safe_load` does (the code location reads its YAML at every load)."""
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
 
 
 class ConfigurationError(ValueError):
