@@ -9,6 +9,7 @@ checks collect every problem of a file before raising one `ConfigFileError`.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,21 @@ class Problems:
             self.add(line, f"{where} must be a mapping of `key: value` lines, not {_kind(value)}")
         return None
 
+    def entry(
+        self, parent: MarkedDict, key: Any, where: str, rule: tuple[re.Pattern[str], str], allowed: Iterable[str]
+    ) -> tuple[MarkedDict | None, int]:
+        """One named entry of `parent` (a system, a table, a sync): its name checked against `rule` (pattern,
+        what it must be), its value a mapping of `allowed` keys. Returns the mapping (None when it is not one)
+        and the line of the name."""
+        line = parent.line_of(key)
+        pattern, must_be = rule
+        if not pattern.fullmatch(str(key)):
+            self.add(line, f"{where}: the name must be {must_be}")
+        spec = self.mapping(parent[key], line, where)
+        if spec is not None:
+            self.keys(spec, allowed, where)
+        return spec, line
+
     def keys(self, mapping: MarkedDict, allowed: Iterable[str], where: str) -> None:
         """Keys outside `allowed` are typos or unsupported options: name them, with the closest allowed one."""
         allowed = list(allowed)
@@ -151,12 +167,15 @@ class Problems:
                 hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(allowed)}"
                 self.add(mapping.line_of(key), f"{where}: unknown key {key!r} ({hint})")
 
-    def text(self, mapping: MarkedDict, key: str, where: str, required: bool = False) -> str | None:
-        """A string value (numbers and booleans are not names); None when absent or wrong."""
+    def text(
+        self, mapping: MarkedDict, key: str, where: str, required: bool = False, line: int | None = None
+    ) -> str | None:
+        """A string value (numbers and booleans are not names); None when absent or wrong. A required key that is
+        absent is reported at `line` (the line naming the mapping), else at the mapping's first line."""
         value = mapping.get(key)
         if value is None:
             if required:
-                self.add(mapping.line, f"{where}: `{key}` is required")
+                self.add(mapping.line_of(key, line or mapping.line), f"{where}: `{key}` is required")
             return None
         if not isinstance(value, str) or not value.strip():
             self.add(mapping.line_of(key), f"{where}: `{key}` must be a non-empty text, not {_kind(value)}")

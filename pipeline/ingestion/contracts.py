@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -25,8 +26,9 @@ TABLE_KEYS = ("file", "description", "primary_key", "columns", "extra_columns", 
 COLUMN_KEYS = ("type", "required")
 #: A system and a file name are parts of a landing key <system>/<YYYY-MM-DD>/<file>.<ext> (landing.LandingKey).
 LANDING_NAME = re.compile(r"[A-Za-z0-9_\-]+")
+SYSTEM_NAME = (LANDING_NAME, "letters, digits, _ or - (it is a folder)")
 #: A table is raw.<table> in SQL and ["raw", <table>] as an asset key.
-TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+TABLE_NAME = (re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), "a letter or _, then letters, digits or _")
 WHAT_TO_DO = "fix the file and reload the code location; the README's ingestion section describes each key"
 
 #: Columns the loader adds to every raw table, after the contract's own.
@@ -77,47 +79,41 @@ def load_contracts(path: Path = CONTRACTS_PATH) -> list[SourceTable]:
     if document is not None:
         problems.keys(document, ("systems",), "the file")
         systems = problems.mapping(document.get("systems"), document.line_of("systems"), "`systems`")
-        for system, spec in (systems or {}).items():
-            found += _system(problems, systems, str(system), spec)
+        for system in systems or {}:
+            found += _system(problems, systems, system)
     _check_unique(problems, found)
     _check_types(problems, found)
     problems.raise_if_any(WHAT_TO_DO)
     return [table for table, _ in found]
 
 
-def _system(
-    problems: Problems, systems: MarkedDict, system: str, spec: object
-) -> list[tuple[SourceTable, dict[str, int]]]:
+def _system(problems: Problems, systems: MarkedDict, key: Any) -> list[tuple[SourceTable, dict[str, int]]]:
+    system = str(key)
     where = f"system {system}"
-    if not LANDING_NAME.fullmatch(system):
-        problems.add(systems.line_of(system), f"{where}: the name must be letters, digits, _ or - (it is a folder)")
-    spec = problems.mapping(spec, systems.line_of(system), where)
+    spec, line = problems.entry(systems, key, where, SYSTEM_NAME, SYSTEM_KEYS)
     if spec is None:
         return []
-    problems.keys(spec, SYSTEM_KEYS, where)
     problems.text(spec, "description", where)
     owner = problems.text(spec, "owner", where)
-    tables = problems.mapping(spec.get("tables"), spec.line_of("tables", systems.line_of(system)), f"{where}: `tables`")
+    tables = problems.mapping(spec.get("tables"), spec.line_of("tables", line), f"{where}: `tables`")
     if tables is not None and not tables:
         problems.add(tables.line, f"{where}: `tables` declares no table")
     found = []
-    for table, tspec in (tables or {}).items():
-        parsed = _table(problems, tables, system, str(table), tspec, owner)
+    for table in tables or {}:
+        parsed = _table(problems, tables, system, table, owner)
         if parsed is not None:
             found.append(parsed)
     return found
 
 
 def _table(
-    problems: Problems, tables: MarkedDict, system: str, table: str, spec: object, owner: str | None
+    problems: Problems, tables: MarkedDict, system: str, key: Any, owner: str | None
 ) -> tuple[SourceTable, dict[str, int]] | None:
-    where, line = f"{system}.{table}", tables.line_of(table)
-    if not TABLE_NAME.fullmatch(table):
-        problems.add(line, f"{where}: a table name must be a letter or _, then letters, digits or _")
-    spec = problems.mapping(spec, line, where)
+    table = str(key)
+    where = f"{system}.{table}"
+    spec, line = problems.entry(tables, key, where, TABLE_NAME, TABLE_KEYS)
     if spec is None:
         return None
-    problems.keys(spec, TABLE_KEYS, where)
     file = problems.text(spec, "file", where) or table
     if not LANDING_NAME.fullmatch(file):
         problems.add(spec.line_of("file"), f"{where}: `file` {file!r} must be letters, digits, _ or - (a file stem)")
