@@ -270,6 +270,8 @@ class Settings:
     sensor_interval_seconds: int
     sensor_overlap_seconds: int
     sensor_lookback_days: int
+    #: how often, at most, a tick lists every landing day when the days before the lookback hold many files
+    sensor_sweep_minutes: float
     warehouse_path: Path
     dbt_project_dir: Path
     dbt_profiles_dir: Path
@@ -324,6 +326,9 @@ class Settings:
             ),
             sensor_lookback_days=read(
                 "LANDING_SENSOR_LOOKBACK_DAYS", 7, _integer(0, 3_660), "a whole number of days, 0 to 3660"
+            ),
+            sensor_sweep_minutes=read(
+                "LANDING_SENSOR_SWEEP_MINUTES", 10.0, _number(0, 10_080), "a number of minutes above 0, at most 10080"
             ),
             warehouse_path=read("DUCKDB_PATH", DATA_DIR / "warehouse.duckdb", _file_path, "a file path (not a folder)"),
             dbt_project_dir=dbt_project_dir,

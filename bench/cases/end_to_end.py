@@ -169,8 +169,10 @@ def failures(dev: DagsterDev, failed: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def wait_until_idle(dev: DagsterDev, *, since: float | None, timeout: float) -> list[dict[str, Any]]:
-    """Until no run is active and none was created for QUIET_SECONDS; fails on a failed run created after `since`
+def wait_until_idle(
+    dev: DagsterDev, *, since: float | None, timeout: float, quiet: float = QUIET_SECONDS
+) -> list[dict[str, Any]]:
+    """Until no run is active and none was created for `quiet` seconds; fails on a failed run created after `since`
     (None: failures are returned, not raised)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -182,7 +184,7 @@ def wait_until_idle(dev: DagsterDev, *, since: float | None, timeout: float) -> 
             raise AssertionError(f"runs failed; see {dev.log}\n{failures(dev, failed)}")
         active = [r for r in recent if r["status"] in ACTIVE_RUN_STATUSES]
         newest = max((r["creationTime"] for r in recent), default=0.0)
-        if not active and time.time() - newest >= QUIET_SECONDS:
+        if not active and time.time() - newest >= quiet:
             return failed
         if time.monotonic() > deadline:
             raise AssertionError(f"not idle after {timeout:.0f} s: {len(active)} run(s) active; see {dev.log}")

@@ -51,9 +51,15 @@ def arrived_keys(tags: Mapping[str, str]) -> list[str]:
     return [tags[LANDING_KEY_TAG]] if LANDING_KEY_TAG in tags else []
 
 
-def files_arrived(store: LandingStore, keys: list[str]) -> list[tuple[str, LandedObject, str]]:
-    """Those of `keys` still where they landed (a sibling run may have loaded and moved one already)."""
-    objects = [(key, store.head(key)) for key in keys]
+def files_arrived(store: LandingStore, keys: list[str], contract: SourceTable) -> list[tuple[str, LandedObject, str]]:
+    """Those of `keys` that are this table's files and still where they landed (a sibling run may have loaded and
+    moved one already). A run the sensor requested for several tables lists all their files."""
+    mine = [
+        key
+        for key in keys
+        if (parsed := LandingKey.parse(key)) and (parsed.system, parsed.name) == (contract.system, contract.file)
+    ]
+    objects = [(key, store.head(key)) for key in mine]
     return [(key, obj, key) for key, obj in objects if obj is not None]
 
 
@@ -140,10 +146,13 @@ def build_ingestion_asset(
         store = landing.store()
         days = partition_days(context)
         arrival = arrived_keys(context.run.tags)
-        found = files_arrived(store, arrival) if arrival else files_for_days(store, contract, days)
+        found = files_arrived(store, arrival, contract) if arrival else files_for_days(store, contract, days)
         if arrival and not found:
             # A sibling run (an earlier upload of the same key) already loaded and moved it: nothing left to do.
-            context.log.info(f"{arrival} no longer in the landing prefix: already loaded by an earlier run")
+            context.log.info(
+                f"No file of {contract.qualified_name} in {arrival} is still in the landing prefix: already loaded"
+                " by an earlier run"
+            )
             yield dg.AssetCheckResult(check_name=CONTRACT_CHECK, passed=True, metadata={"files_checked": 0})
             yield dg.MaterializeResult(metadata=load_metadata([], [], rows=_rows(warehouse, contract)))
             return
@@ -210,6 +219,7 @@ def ingestion_defs(settings: Settings) -> dg.Definitions:
                 minimum_interval_seconds=settings.sensor_interval_seconds,
                 overlap_seconds=settings.sensor_overlap_seconds,
                 lookback_days=settings.sensor_lookback_days,
+                sweep_minutes=settings.sensor_sweep_minutes,
             )
         ],
     )
