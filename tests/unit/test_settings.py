@@ -79,6 +79,8 @@ def test_a_blank_value_means_the_default():
         ("LANDING_SENSOR_INTERVAL_SECONDS", "0", "a whole number of seconds, 1 to 86400"),
         ("LANDING_SENSOR_OVERLAP_SECONDS", "5m", "a whole number of seconds, 0 to 86400"),
         ("LANDING_SENSOR_LOOKBACK_DAYS", "-3", "a whole number of days"),
+        ("LANDING_SENSOR_SWEEP_MINUTES", "0", "a number of minutes above 0, at most 10080"),
+        ("LANDING_SENSOR_SWEEP_MINUTES", "ten", "a number of minutes above 0, at most 10080"),
         ("DBT_WINDOW_LOOKBACK_DAYS", "three", "a whole number of days, 0 to 366"),
         ("DBT_THREADS", "0", "a whole number of threads"),
         ("CRM_TIMEOUT_SECONDS", "0", "a number of seconds above 0"),
