@@ -290,17 +290,18 @@ def has_fraction(text: str) -> bool:
 
 
 def fraction_sql(column: str, source: str) -> str | None:
-    """SQL true where `column` (read as `source`) holds a number with a fraction; None for an integer source.
+    """SQL true where `column` (read as `source`) holds a number with a fraction; None when `source` cannot hold
+    one (integers; a boolean or a date is the cast's to refuse).
 
     Text: only a value holding '.', 'e' or 'E' can hold a fraction, so the common case costs three substring
     checks; such a value is read exactly as DECIMAL(38,18) (as DOUBLE past 20 integer digits). Floating-point
     and decimal sources (Parquet) compare with their truncation.
     """
     col = quote_ident(column)
-    if source.split("(")[0] in INTEGER_TYPES:
-        return None
-    if source != "VARCHAR":
+    if source.split("(")[0] in ("FLOAT", "DOUBLE", "DECIMAL"):
         return f"{col} <> trunc({col})"
+    if source != "VARCHAR":
+        return None
     exact, near = f"TRY_CAST({col} AS DECIMAL(38,18))", f"TRY_CAST({col} AS DOUBLE)"
     return (
         f"(contains({col}, '.') OR contains({col}, 'e') OR contains({col}, 'E'))"

@@ -292,3 +292,11 @@ def test_explain_replaces_the_local_path_and_drops_duckdbs_advice(tmp_path):
     v = explain(exc, "shop/2026-11-01/things.csv", path)
     assert (v.check, v.line, v.expected, v.found) == ("columns", 7, "4 fields", "2 fields")
     assert "secret@example.com" not in str(v.reason()) and str(tmp_path) not in str(v.reason())
+
+
+def test_parquet_floats_are_checked_and_other_types_left_to_the_cast(tmp_path, conn):
+    with pytest.raises(ContractViolation) as info:
+        load_file(conn, with_type("BIGINT"), qty_file(tmp_path, conn, "parquet", ["1::FLOAT", "2.5::FLOAT"]))
+    assert (info.value.check, info.value.line, info.value.found) == ("integral", 2, "2.5")
+    load_file(conn, with_type("INTEGER"), qty_file(tmp_path, conn, "parquet", ["7::BIGINT"], "2026-11-02"))
+    assert rows(conn, "SELECT qty FROM raw.things") == [(7,)]
