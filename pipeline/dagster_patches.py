@@ -1,5 +1,7 @@
-"""A fix to Dagster 1.13's step execution for a multi-asset with many outputs (a dbt project), applied when the code
-location is imported (`pipeline.definitions`), so in every process that runs its steps.
+"""Two fixes to Dagster 1.13's step execution, applied when the code location is imported (`pipeline.definitions`),
+so in every process that runs its steps.
+
+The first is for a multi-asset with many outputs (a dbt project).
 
 For every output a step yields, Dagster asks for the set of the step's asset keys
 (`StepExecutionContext.get_output_asset_keys`: to check that a multi-asset yields parents before children, and for
@@ -10,16 +12,33 @@ growing with the cube of the project. Both answers are fixed for the life of the
 immutable, and a step's outputs and selection do not change while it runs. So each is computed once, as a frozenset
 (a caller that tried to change the shared set would fail loudly instead of corrupting it).
 
-`apply()` patches only the shapes it knows (a plain property, a plain method); tests/unit/test_dagster_patches.py
-fails when a Dagster upgrade changes them, so the patch is reviewed (and dropped once Dagster caches these itself).
+A second patch: a step failed by a `dg.Failure` is recorded with its message and metadata but without a stack
+trace. Dagster records a Failure like any exception — message, the stack of every frame between the raise and the
+executor (a dozen framework frames below ours) and the cause — plus the Failure's description and metadata, and the
+UI prints "Stack Trace:" under the message of every failed step whose error has a stack, as does the run worker's
+log. A Failure is the code saying what went wrong in words meant for a person: a quarantined file (which file,
+which line, where it went), a sync gate's refusal, a destination's 4xx, dbt tests that failed. Its stack says
+nothing anyone can act on and makes an expected data error look like a crash. So its error keeps the message (the
+Failure's description) only, as Dagster's own `SerializableErrorInfo.to_exception_message_only` shapes it; every
+other exception — a real crash — keeps its stack. Dagster offers no switch for this: the recorded error is built in
+`execute_plan.step_failure_event_from_exc_info`, which the patch wraps (for Failures only).
+
+`apply()` patches only the shapes it knows (a plain property, a plain method, a plain function);
+tests/unit/test_dagster_patches.py fails when a Dagster upgrade changes them, so the patches are reviewed (and
+dropped once Dagster does the same itself).
 """
 
 import functools
 from collections.abc import Set
 from typing import Any
 
+import dagster as dg
 from dagster._core.definitions.assets.definition.assets_definition import AssetsDefinition
+from dagster._core.events import DagsterEvent
 from dagster._core.execution.context.system import StepExecutionContext
+from dagster._core.execution.plan import execute_plan
+from dagster._core.execution.plan.objects import StepFailureData
+from dagster._utils.error import SerializableErrorInfo
 
 _STEP_KEYS_ATTRIBUTE = "_pipeline_output_asset_keys"
 
@@ -29,7 +48,7 @@ def _asset_and_check_keys(self: AssetsDefinition) -> frozenset[Any]:
 
 
 def apply() -> bool:
-    """Patch both, once; True when they are (now or already) patched."""
+    """Apply every patch, once; True when they are (now or already) applied."""
     keys_attribute = AssetsDefinition.__dict__.get("asset_and_check_keys")
     if isinstance(keys_attribute, property):
         cached = functools.cached_property(_asset_and_check_keys)
@@ -47,10 +66,42 @@ def apply() -> bool:
 
         get_output_asset_keys._pipeline_cached = True  # ty: ignore[unresolved-attribute]
         StepExecutionContext.get_output_asset_keys = get_output_asset_keys  # ty: ignore[invalid-assignment]
+    failure_event = execute_plan.__dict__.get("step_failure_event_from_exc_info")
+    if callable(failure_event) and not getattr(failure_event, "_pipeline_message_only", False):
+        execute_plan.step_failure_event_from_exc_info = _message_only_failures(failure_event)  # ty: ignore
     return is_applied()
+
+
+def _message_only_failures(original: Any) -> Any:
+    """Dagster's function, with the error of a `dg.Failure` reduced to its message (what else it records is kept).
+
+    It builds the event itself rather than editing the original's: creating a step event also logs (stores) it.
+    """
+
+    @functools.wraps(original)
+    def step_failure_event_from_exc_info(
+        step_context: Any, exc_info: Any, user_failure_data: Any = None, error_source: Any = None
+    ) -> DagsterEvent:
+        failure = exc_info[1]
+        if not isinstance(failure, dg.Failure):
+            return original(step_context, exc_info, user_failure_data, error_source)
+        error = SerializableErrorInfo(
+            message=failure.description or type(failure).__name__, stack=[], cls_name=type(failure).__name__
+        )
+        return DagsterEvent.step_failure_event(
+            step_context, StepFailureData(error=error, user_failure_data=user_failure_data, error_source=error_source)
+        )
+
+    step_failure_event_from_exc_info._pipeline_message_only = True  # ty: ignore[unresolved-attribute]
+    return step_failure_event_from_exc_info
 
 
 def is_applied() -> bool:
     keys_attribute = AssetsDefinition.__dict__.get("asset_and_check_keys")
     method = StepExecutionContext.__dict__.get("get_output_asset_keys")
-    return isinstance(keys_attribute, functools.cached_property) and getattr(method, "_pipeline_cached", False)
+    failure_event = execute_plan.__dict__.get("step_failure_event_from_exc_info")
+    return (
+        isinstance(keys_attribute, functools.cached_property)
+        and getattr(method, "_pipeline_cached", False)
+        and getattr(failure_event, "_pipeline_message_only", False)
+    )

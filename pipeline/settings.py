@@ -30,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / ".data"
 
 #: The DuckDB file allows one writer process: every asset that writes the warehouse sits in this pool,
-#: whose limit is 1 in dagster.yaml.
+#: whose limit is 1 in the instance config (devstack/dagster.yaml, deploy/dagster.production.yaml).
 WAREHOUSE_POOL = "warehouse"
 
 SECRET_NAMES = ("CRM_TOKEN", "SLACK_WEBHOOK_URL", "WEBHOOK_SECRET")

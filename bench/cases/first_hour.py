@@ -179,6 +179,7 @@ def prepare(quick: bool, workdir: Path) -> Iterator[Setup]:
             clicked = time.monotonic()
             backfill_id = launch_materialize_all(dev, partitions)
             deadline = clicked + GREEN_TIMEOUT
+            shown: list[str] = []
             while True:
                 failed = [r for r in all_runs(dev) if r["status"] == "FAILURE"]
                 if failed:
@@ -186,6 +187,9 @@ def prepare(quick: bool, workdir: Path) -> Iterator[Setup]:
                 problems = not_green(dev, partitions)
                 if not problems:
                     break
+                if problems != shown:
+                    log.info("p8 +%.0f s: not green yet: %s", time.monotonic() - clicked, "; ".join(problems))
+                    shown = problems
                 if time.monotonic() > deadline:
                     raise AssertionError(f"not green after {GREEN_TIMEOUT:.0f} s: {problems}; see {log_path}")
                 time.sleep(1)

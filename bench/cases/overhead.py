@@ -2,7 +2,7 @@
 
 Ours is what a run of the code location's dbt assets does: a fresh Python process imports and loads
 `pipeline.definitions` with DBT_PROJECT_DIR at the project, then executes every dbt asset (and its checks) of the
-implicit global asset job in process against a fresh on-disk Dagster instance configured by our dagster.yaml
+implicit global asset job in process against a fresh on-disk Dagster instance configured by devstack/dagster.yaml
 (SQLite storage, as `make dev` uses). That runs our dbt op: the dbt resource (dbt version, profile), `dbt build` in
 a subprocess (through dbt_launcher.py, on DuckDB) with the partial-parse file copied in, every result turned into
 Dagster events while dbt runs and written to the instance, row counts, model figures and the artifacts saved under
@@ -15,8 +15,8 @@ subprocess too). Start-up of our process (interpreter, imports of dagster/dagste
 the Definitions) is what a run worker pays before any step; it is reported as `info` rows: our whole process
 against bare dbt. Another `info` row takes out the time spent in the instance's `store_event` (timed by wrapping
 it in the run): a run writes ~3 events per model and 2 per test, a few SQLite transactions each — Dagster's cost
-of recording assets, which no dbt integration avoids (our dagster.yaml already makes it several times cheaper, see
-pipeline/instance_storage.py). DBT_PARTITION_INCREMENTAL=0
+of recording assets, which no dbt integration avoids (devstack/dagster.yaml already makes it several times cheaper,
+see pipeline/instance_storage.py). DBT_PARTITION_INCREMENTAL=0
 for ours, so it runs one `dbt build` of the whole project, as bare does.
 
 Both sides start every repetition from the same state: the warehouse file copied from a template (raw data or
@@ -37,6 +37,7 @@ from pathlib import Path
 import duckdb
 
 from bench.synthetic import generate
+from devstack import INSTANCE_YAML
 
 from ..harness import REPO_ROOT, Case, Row, Setup, stopwatch
 from ..processes import DBT, clean_env, dbt_parse, run_python
@@ -224,7 +225,7 @@ def side_measures(label: str, bp: BenchProject, workdir: Path):
         n = next(runs)
         home = workdir / "dagster_home" / f"{label}-{n}"
         home.mkdir(parents=True)
-        shutil.copy(REPO_ROOT / "dagster.yaml", home)  # the instance `make dev` runs: our dagster.yaml
+        shutil.copy(INSTANCE_YAML, home)  # the instance `make dev` runs: devstack/dagster.yaml
         env = clean_env(
             DBT_PROJECT_DIR=str(bp.project),
             DBT_PROFILES_DIR=str(bp.project),

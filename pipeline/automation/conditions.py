@@ -36,8 +36,9 @@ PARTITIONED_TAG_KEY, PARTITIONED_TAG_VALUE = "partitioned", "daily"
 PARTITIONED_TAG = {PARTITIONED_TAG_KEY: PARTITIONED_TAG_VALUE}
 #: Parents that need not exist for a downstream asset to run: daily-partitioned ones, and external assets (the
 #: landing prefixes, dbt sources without an ingestion asset), which Dagster never materializes.
-NOT_REQUIRED = dg.AssetSelection.tag(PARTITIONED_TAG_KEY, PARTITIONED_TAG_VALUE) | (
-    dg.AssetSelection.all(include_sources=True) - dg.AssetSelection.all()
+#: (`is:external` in Dagster's selection syntax; `AssetSelection.all(include_sources=True)` is a beta parameter.)
+NOT_REQUIRED = dg.AssetSelection.tag(PARTITIONED_TAG_KEY, PARTITIONED_TAG_VALUE) | dg.AssetSelection.from_string(
+    "is:external"
 )
 
 

@@ -11,14 +11,13 @@ from ..automation.retries import TRANSIENT_RETRY
 from ..external import landing_asset_key, landing_specs
 from ..resources import LandingResource, WarehouseResource
 from ..settings import WAREHOUSE_POOL, Settings
-from .contracts import SourceTable, load_contracts
+from .contracts import CONTRACT_CHECK, SourceTable, load_contracts
 from .landing import LandedObject, LandingKey, LandingStore
 from .loader import ContractViolation, FileLoad, FileToLoad, ensure_table, load_file, table_rows
 from .quarantine import PROCESSED_PREFIX, ProcessedAction, mark_processed, quarantine
 from .sensor import LANDING_KEY_TAG, LANDING_KEYS_TAG, build_arrival_sensor
 
 INGESTION_GROUP = "ingestion"
-CONTRACT_CHECK = "landing_contract"
 
 
 def files_for_days(store: LandingStore, contract: SourceTable, days: list[date]) -> list[tuple[str, LandedObject, str]]:
@@ -105,6 +104,48 @@ def load_metadata(loads: list[FileLoad], rejected: list[tuple[ContractViolation,
     return meta
 
 
+def contract_result(rejected: list[tuple[ContractViolation, str]], found: int) -> dg.AssetCheckResult:
+    """The `landing_contract` verdict on this run's files: how many were checked, which broke the contract, why."""
+    return dg.AssetCheckResult(
+        check_name=CONTRACT_CHECK,
+        passed=not rejected,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=quarantine_message(rejected) if rejected else f"{found} landed file(s) met the contract.",
+        metadata={
+            "files_checked": found,
+            "rejected_files": len(rejected),
+            **({"rejections": dg.MetadataValue.json([v.reason() for v, _ in rejected])} if rejected else {}),
+            **({"quarantined": dg.MetadataValue.json([where for _, where in rejected])} if rejected else {}),
+        },
+    )
+
+
+def quarantine_message(rejected: list[tuple[ContractViolation, str]]) -> str:
+    """Which file broke the contract, how, and where it went (one line each): the step failure and the check say it."""
+    return "\n".join(f"{v} -> quarantined at {where}" for v, where in rejected)
+
+
+def contract_failed(key: dg.AssetKey, result: dg.AssetCheckResult) -> dg.AssetCheckEvaluation:
+    """The failed `landing_contract` check of a run that quarantined a file, recorded as the verdict on the table
+    as it stands (the file was not loaded; the table is its latest materialization).
+
+    Yielded as an evaluation rather than an `AssetCheckResult`: Dagster ties a check result in a partition's run to
+    that partition's latest materialization, while the UI shows an unpartitioned check only when its evaluation
+    targets the asset's latest materialization of *any* partition. A file re-delivered for a day loaded before,
+    while later days have loaded since, would fail its check and show "Not evaluated". Without a target Dagster
+    falls back to "evaluated after the latest materialization", which is what happened.
+    """
+    return dg.AssetCheckEvaluation(
+        asset_key=key,
+        check_name=CONTRACT_CHECK,
+        passed=False,
+        metadata=result.metadata,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=result.description,
+        blocking=False,
+    )
+
+
 def build_ingestion_asset(
     contract: SourceTable, partitions_def: dg.PartitionsDefinition, processed: ProcessedAction
 ) -> dg.AssetsDefinition:
@@ -153,8 +194,10 @@ def build_ingestion_asset(
                 f"No file of {contract.qualified_name} in {arrival} is still in the landing prefix: already loaded"
                 " by an earlier run"
             )
-            yield dg.AssetCheckResult(check_name=CONTRACT_CHECK, passed=True, metadata={"files_checked": 0})
-            yield dg.MaterializeResult(metadata=load_metadata([], [], rows=_rows(warehouse, contract)))
+            yield dg.MaterializeResult(
+                metadata=load_metadata([], [], rows=_rows(warehouse, contract)),
+                check_results=[contract_result([], found=0)],
+            )
             return
         if not found:
             span = f"{days[0]}..{days[-1]}" if len(days) > 1 else str(days[0])
@@ -178,23 +221,16 @@ def build_ingestion_asset(
                 context.log.info(f"Loaded {loads[-1].rows_loaded} rows from {landing_key} (now at {now_at})")
             rows = table_rows(conn, contract)
         metadata = load_metadata(loads, rejected, rows)
-        yield dg.AssetCheckResult(
-            check_name=CONTRACT_CHECK,
-            passed=not rejected,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "files_checked": len(found),
-                "rejected_files": len(rejected),
-                **({"rejections": dg.MetadataValue.json([v.reason() for v, _ in rejected])} if rejected else {}),
-            },
-        )
         if rejected:
+            yield contract_failed(key, contract_result(rejected, found=len(found)))
             raise dg.Failure(
-                description="\n".join(f"{v} -> quarantined at {where}" for v, where in rejected),
+                description=quarantine_message(rejected),
                 metadata={**metadata, "quarantined": dg.MetadataValue.json([where for _, where in rejected])},
                 allow_retries=False,  # the file is quarantined: a retry would find nothing to load
             )
-        yield dg.MaterializeResult(metadata=metadata)
+        # The check result after the materialization (inside it): it judges this load, and a load of another day
+        # that finishes meanwhile cannot make it look like the verdict on an older table (see contract_failed).
+        yield dg.MaterializeResult(metadata=metadata, check_results=[contract_result([], found=len(found))])
 
     return _ingest
 

@@ -31,6 +31,9 @@ SYSTEM_NAME = (LANDING_NAME, "letters, digits, _ or - (it is a folder)")
 TABLE_NAME = (re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), "a letter or _, then letters, digits or _")
 WHAT_TO_DO = "fix the file and reload the code location; the README's ingestion section describes each key"
 
+#: The asset check every raw table carries: each landed file met its contract.
+CONTRACT_CHECK = "landing_contract"
+
 #: Columns the loader adds to every raw table, after the contract's own.
 LINEAGE_COLUMNS = {"_source_file": "VARCHAR", "_landing_date": "DATE", "_loaded_at": "TIMESTAMP"}
 

@@ -19,7 +19,7 @@ import dagster as dg
 from ..automation.alerts import AlertRoutes, post
 from ..resources import LandingResource
 from .arrivals import DEFAULT_MAX_ARRIVALS, Arrival, ArrivalCursor, plan_tick
-from .contracts import SourceTable
+from .contracts import CONTRACT_CHECK, SourceTable
 
 SENSOR_NAME = "landing_arrival_sensor"
 
@@ -74,21 +74,31 @@ def _batch_request(run: list[Arrival]) -> dg.RunRequest:
         if first == last
         else {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     )
+    keys = [dg.AssetKey(tables[name].asset_key) for name in sorted(tables)]
     return dg.RunRequest(
         run_key=f"{'+'.join(sorted(tables))}:{first}..{last}:{digest}",
-        asset_selection=[dg.AssetKey(tables[name].asset_key) for name in sorted(tables)],
+        asset_selection=keys,
+        asset_check_keys=contract_checks(keys),
         partition_key=first if first == last else None,
         tags={**ranged, LANDING_KEYS_TAG: json.dumps([a.obj.key for a in run])},
     )
 
 
+def contract_checks(keys: list[dg.AssetKey]) -> list[dg.AssetCheckKey]:
+    """A load runs its tables' contract checks only: their freshness checks judge landing days against a deadline
+    (the freshness sensor runs them), and in a load that fails they would show "execution failed"."""
+    return [dg.AssetCheckKey(key, CONTRACT_CHECK) for key in keys]
+
+
 def run_request_for(arrival: Arrival) -> dg.RunRequest:
-    key, etag = arrival.obj.key, arrival.obj.etag
+    etag = arrival.obj.etag
+    key = dg.AssetKey(arrival.table.asset_key)
     return dg.RunRequest(
         run_key=arrival.run_key,
         partition_key=arrival.landing_key.day.isoformat(),
-        asset_selection=[dg.AssetKey(arrival.table.asset_key)],
-        tags={LANDING_KEY_TAG: key, LANDING_ETAG_TAG: etag},
+        asset_selection=[key],
+        asset_check_keys=contract_checks([key]),
+        tags={LANDING_KEY_TAG: arrival.obj.key, LANDING_ETAG_TAG: etag},
     )
 
 

@@ -379,8 +379,11 @@ def test_a_backlog_of_every_table_is_one_run_and_each_table_loads_its_own_files(
     [request] = sensor.evaluate_tick(dg.build_sensor_context(definitions=defs, resources=resources)).run_requests
 
     assert sorted(k.path[1] for k in request.asset_selection) == sorted(CONTRACTS)
+    assert {c.name for c in request.asset_check_keys} == {"landing_contract"}  # not the freshness checks
     assert request.tags["dagster/asset_partition_range_end"] == today.isoformat()
-    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(request.asset_selection))
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(request.asset_selection), asset_check_selection=set(request.asset_check_keys)
+    )
     result = job.execute_in_process(tags=request.tags, instance=dg.DagsterInstance.ephemeral())
     assert result.success
     for table, expected in summary["rows"].items():
