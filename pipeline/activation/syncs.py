@@ -9,6 +9,7 @@ says so, so any dbt project loads under the default settings and nothing is drop
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import re
@@ -141,6 +142,9 @@ def _sync(problems: Problems, declared: MarkedDict, key: Any, project: str | Non
     if mode not in MODES:
         problems.add(at["mode"], f"{where}: mode {mode!r} is not one of {', '.join(MODES)}")
     share = spec.get("max_change_share", 0.5)
+    if isinstance(share, str):  # YAML 1.1 reads 1e-3 (no '.') as text
+        with contextlib.suppress(ValueError):
+            share = float(share)
     if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
         problems.add(at["max_change_share"], f"{where}: max_change_share {share!r} must be a number above 0, at most 1")
     path_ = problems.text(spec, "path", where)

@@ -95,6 +95,7 @@ def test_a_valid_file(tmp_path):
         ("destination: crm_contacts", "destnation: crm_contacts", 3, "sync contacts: `destination` is required"),
         ("mode: upsert", "mode: upsrt", 9, "mode 'upsrt' is not one of upsert, mirror"),
         ("max_change_share: 0.5", "max_change_share: 50%", 10, "max_change_share '50%' must be a number above 0"),
+        ("max_change_share: 0.5", "max_change_share: 5e1", 10, "max_change_share 50.0 must be a number above 0"),
         ("max_change_share: 0.5", "max_change_share: 0", 10, "must be a number above 0, at most 1"),
         ("max_change_share: 0.5", "max_change_share: true", 10, "must be a number above 0, at most 1"),
         ("primary_key: customer_id", "primary_key: [customer_id]", 8, "`primary_key` must be a non-empty text"),
@@ -149,7 +150,7 @@ def test_any_unknown_sync_key_is_reported_on_its_line(tmp_path, key):
 def test_max_change_share_is_a_share(tmp_path, share):
     text = VALID.replace("max_change_share: 0.5", f"max_change_share: {share!r}".replace("inf", ".inf"))
     text = text.replace("nan", ".nan")
-    if 0 < share <= 1:
+    if 0 < share <= 1:  # 1e-05 too, which YAML 1.1 reads as text
         assert load_syncs(write(tmp_path, text))[0].max_change_share == share
     else:
         assert any(line == 10 for line, _ in problems_of(tmp_path, text))
@@ -213,3 +214,9 @@ def test_a_model_lacking_a_column_the_sync_reads(tmp_path, warehouse):
     assert "(it has Customer_ID, email)" in problem
     warehouse.execute("ALTER TABLE dim_customers ADD COLUMN first_name VARCHAR")
     assert relation_problem(warehouse, sync, "w.duckdb") is None
+
+
+def test_a_share_in_exponent_form_is_a_number(tmp_path):
+    """YAML 1.1 reads `1e-3` (no '.') as text; it is still the number a user wrote."""
+    [contacts, _] = load_syncs(write(tmp_path, VALID.replace("max_change_share: 0.5", "max_change_share: 1e-3")))
+    assert contacts.max_change_share == 0.001
