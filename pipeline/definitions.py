@@ -16,7 +16,7 @@ from .automation.freshness import freshness_defs
 from .automation.schedules import build_daily_schedule, daily_build_job
 from .ingestion.assets import CONTRACT_CHECK, ingestion_defs, raw_partitions
 from .resources import build_resources
-from .settings import Settings
+from .settings import ConfigurationError, Settings
 from .transformation.assets import transformation_defs
 
 dagster_patches.apply()  # every process that loads the code location runs its steps with the fix
@@ -68,8 +68,14 @@ def known_warnings_ignored() -> Iterator[None]:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    with gc_paused(), known_warnings_ignored():
-        return build_defs()
+    try:
+        with gc_paused(), known_warnings_ignored():
+            return build_defs()
+    except ConfigurationError as exc:
+        # A bad setting or declared file: the message names it and what to do. Raised as a Dagster error, Dagster
+        # shows it as the load error itself rather than wrapped in a DagsterUserCodeLoadError under its own
+        # traceback, and `from None` leaves out the frames that found the problem.
+        raise dg.DagsterInvalidDefinitionError(str(exc)) from None
 
 
 def build_defs() -> dg.Definitions:

@@ -48,12 +48,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import yaml
 from tqdm import tqdm
+
+from .ingestion.contracts import CONTRACTS_PATH, load_contracts
 
 logger = logging.getLogger("pipeline.demo_data")  # not __name__: under -m that is __main__
 
-CONTRACTS_PATH = Path(__file__).parent / "ingestion" / "contracts.yaml"
 DEFAULT_DAYS = 14
 DEFAULT_CUSTOMERS = 500
 
@@ -258,14 +258,8 @@ class _Transition:
 
 
 def load_contract_columns(contracts_path: Path = CONTRACTS_PATH) -> dict[str, tuple[str, dict[str, str]]]:
-    """Return ``{table: (system, {column: duckdb_type})}`` in contract order."""
-    with contracts_path.open(encoding="utf-8") as fh:
-        contracts = yaml.safe_load(fh)
-    tables: dict[str, tuple[str, dict[str, str]]] = {}
-    for system, spec in contracts["systems"].items():
-        for table, table_spec in spec["tables"].items():
-            tables[table] = (system, dict(table_spec["columns"]))
-    return tables
+    """Return ``{table: (system, {column: duckdb_type})}`` in contract order, read by the loader's own reader."""
+    return {t.table: (t.system, dict(t.columns)) for t in load_contracts(contracts_path)}
 
 
 def landing_key(system: str, day: date, table: str) -> str:

@@ -17,7 +17,7 @@ from ..transformation.assets import DbtStage
 from .destinations import CrmDestination, WebhookDestination
 from .gates import INPUT_ACTION, blast_radius_refusal, describe, gather, input_refusals
 from .outbox import REJECTED, Destination, DiffCounts, SyncOutcome, run_sync
-from .syncs import ResolvedSync, SyncSpec, load_syncs, resolve_syncs
+from .syncs import ResolvedSync, SyncSpec, load_syncs, relation_problem, resolve_syncs
 from .transport import RetryingSender
 
 ACTIVATION_GROUP = "activation"
@@ -145,6 +145,9 @@ def build_sync_asset(sync: ResolvedSync, depth: int = 1) -> dg.AssetsDefinition:
                 )
 
         with warehouse.connect() as conn, open_destination(spec, resource, sender) as destination:
+            unreadable = relation_problem(conn, sync, warehouse.path)
+            if unreadable:
+                raise dg.Failure(unreadable, allow_retries=False)
             try:
                 outcome = run_sync(
                     conn,

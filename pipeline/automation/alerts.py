@@ -16,7 +16,6 @@ URLs) and are read when a sensor evaluates, never stored in config. With neither
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,7 +28,7 @@ import dagster as dg
 import httpx
 
 from ..activation.transport import RetryingSender, RetryPolicy
-from ..settings import Settings
+from ..settings import Settings, alert_routes
 
 if TYPE_CHECKING:
     from dagster._core.execution.plan.objects import StepFailureData  # DagsterEvent.step_failure_data
@@ -46,14 +45,7 @@ class AlertRoutes:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AlertRoutes:
         env = os.environ if environ is None else environ
-        raw = env.get("ALERT_ROUTES") or "{}"
-        try:
-            routes = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"ALERT_ROUTES must be a JSON object of owner -> webhook URL: {exc}") from exc
-        if not isinstance(routes, dict) or not all(isinstance(v, str) for v in routes.values()):
-            raise ValueError("ALERT_ROUTES must be a JSON object of owner -> webhook URL")
-        return cls(routes=routes, default=env.get("ALERT_WEBHOOK_URL") or None)
+        return cls(routes=alert_routes(env), default=env.get("ALERT_WEBHOOK_URL") or None)
 
     def targets(self, owners: Iterable[str]) -> list[str]:
         """The webhooks for these owners (each once); the default when no owner has a route."""
