@@ -37,6 +37,11 @@ INTEGER_TYPES = frozenset(
 )
 #: Raised from inside the load query (DuckDB's error()) for a value with a fraction; see integral_cast().
 _NON_INTEGRAL = "pipeline.non_integral:"
+#: Raised from inside a CSV load that read an integer column as DOUBLE (the fast path) for a value too large for a
+#: DOUBLE to hold exactly: the load is run again, that file's integer columns read as text.
+_BEYOND_DOUBLE = "pipeline.beyond_double:"
+#: 2**53: below it every integer is exactly a DOUBLE.
+_EXACT_DOUBLE_LIMIT = 9007199254740992
 
 
 @dataclass(frozen=True)
@@ -392,15 +397,25 @@ def integer_columns(conn: duckdb.DuckDBPyConnection, contract: SourceTable) -> f
     return frozenset(c for c, t in duckdb_types(conn, contract.columns).items() if t in INTEGER_TYPES)
 
 
-def integral_cast(column: str, type_: str, source: str = "VARCHAR") -> str:
+def integral_cast(column: str, type_: str, source: str = "VARCHAR", *, read_as_double: bool = False) -> str:
     """SQL casting `column` (read as `source`) to the integer `type_`, raising (DuckDB's error()) on a value with
-    a fraction instead of letting the cast round it; `non_integral_violation` turns that error into a rejection."""
+    a fraction instead of letting the cast round it; `non_integral_violation` turns that error into a rejection.
+
+    `read_as_double`: the column is text in the file that the reader parsed as DOUBLE (see `insert_sql`); a value
+    beyond 2**53 may have lost digits there, so it raises `_BEYOND_DOUBLE` and the load reads the file again as
+    text."""
     has = fraction_sql(column, source)
     cast = f"CAST({quote_ident(column)} AS {type_})"
     if has is None:
         return cast
     fail = f"error(concat({quote_literal(_NON_INTEGRAL + column + chr(10))}, CAST({quote_ident(column)} AS VARCHAR)))"
-    return f"CASE WHEN {has} THEN {fail} ELSE {cast} END"
+    if not read_as_double:
+        return f"CASE WHEN {has} THEN {fail} ELSE {cast} END"
+    inexact = f"error({quote_literal(_BEYOND_DOUBLE + column)})"
+    return (
+        f"CASE WHEN abs({quote_ident(column)}) >= {_EXACT_DOUBLE_LIMIT} THEN {inexact}"
+        f" WHEN {has} THEN {fail} ELSE {cast} END"
+    )
 
 
 def create_table_sql(contract: SourceTable) -> str:
@@ -433,20 +448,26 @@ def insert_sql(
     loaded_at: datetime,
     integers: frozenset[str] = frozenset(),
     file_types: dict[str, str] | None = None,
+    *,
+    exact: bool = False,
 ) -> str:
     """INSERT … SELECT from the file's reader: contract columns cast to their types, optional columns the file
     lacks as NULL, `load`-policy extra columns, then the lineage columns.
 
-    `integers`: contract columns of an integer type; CSV and JSON read them as text and Parquet as stored
-    (`file_types`), and `integral_cast` rejects a value with a fraction instead of letting the cast round it.
+    `integers`: contract columns of an integer type, which `integral_cast` rejects a value with a fraction in
+    instead of letting the cast round it (DuckDB's readers round '100002.5' into a BIGINT). Parquet gives them as
+    stored (`file_types`); JSON Lines as text; CSV as DOUBLE, which DuckDB's CSV reader parses about as fast as an
+    integer (reading them as text and casting costs ~15% of a large load, bench P3), unless `exact`: then as
+    text too, for a file whose integers go beyond 2**53 (`_BEYOND_DOUBLE`).
     """
     key = f.key
-    pinned = {c: "VARCHAR" if c in integers else contract.columns[c] for c in present}
+    as_double = key.fmt == "csv" and not exact
+    pinned = {c: ("DOUBLE" if as_double else "VARCHAR") if c in integers else contract.columns[c] for c in present}
     pinned |= extra if key.fmt == "jsonl" else {}
     reader = reader_sql(path, key, contract, types=None if key.fmt == "parquet" else pinned)
-    source = file_types if key.fmt == "parquet" else {}
+    source = file_types if key.fmt == "parquet" else {c: pinned[c] for c in integers if c in pinned}
     columns: dict[str, str] = {
-        c: integral_cast(c, contract.columns[c], (source or {}).get(c, "VARCHAR"))
+        c: integral_cast(c, contract.columns[c], (source or {}).get(c, "VARCHAR"), read_as_double=as_double)
         if c in integers
         else f"CAST({quote_ident(c)} AS {contract.columns[c]})"
         for c in present
@@ -515,28 +536,16 @@ def load_file(
         extra = {c: _storable(found[c]) for c in extra_names} if contract.extra_columns == "load" else {}
         present = list(contract.columns) if found is None else [c for c in contract.columns if c in found]
         integers = integer_columns(conn, contract)
-        sql = insert_sql(f, path, contract, present, extra, loaded_at, integers, found or {})
         ensure_table(conn, contract, extra)
         # Raw tables promise no row order (staging picks versions by timestamps), and keeping insertion order
         # costs ~15% of a large load plus a slower checkpoint.
         conn.execute("SET preserve_insertion_order = false")
-        conn.execute("BEGIN TRANSACTION")
-        failed: duckdb.Error | None = None
         try:
-            replaced = conn.execute(f"DELETE FROM {contract.qualified_name} WHERE _source_file = ?", [key]).fetchone()[
-                0
-            ]
-            try:
-                loaded = conn.execute(sql).fetchone()[0]
-            except duckdb.Error as exc:
-                failed = exc
-                raise
-            check_primary_key(conn, contract, key)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            if failed is None:
-                raise
+            for exact in (False, True):
+                sql = insert_sql(f, path, contract, present, extra, loaded_at, integers, found or {}, exact=exact)
+                failed, replaced, loaded = _replace_rows(conn, contract, key, sql)
+                if failed is None or _BEYOND_DOUBLE not in str(failed):
+                    break
         finally:
             conn.execute("RESET preserve_insertion_order")
         if failed is not None:
@@ -551,6 +560,27 @@ def load_file(
         extra_columns=tuple(extra_names),
         seconds=(datetime.now(UTC) - started).total_seconds(),
     )
+
+
+def _replace_rows(
+    conn: duckdb.DuckDBPyConnection, contract: SourceTable, key: str, sql: str
+) -> tuple[duckdb.Error | None, int, int]:
+    """One transaction: delete the file's earlier rows, insert its rows (`sql`), check the primary key, commit.
+    Returns the load query's error (rolled back) or None, and the rows replaced and loaded."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        replaced = conn.execute(f"DELETE FROM {contract.qualified_name} WHERE _source_file = ?", [key]).fetchone()[0]
+        try:
+            loaded = conn.execute(sql).fetchone()[0]
+        except duckdb.Error as exc:
+            conn.execute("ROLLBACK")
+            return exc, 0, 0
+        check_primary_key(conn, contract, key)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return None, replaced, loaded
 
 
 def load_violation(
