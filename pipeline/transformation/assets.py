@@ -3,21 +3,31 @@
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
 import dagster as dg
 import orjson
-from dagster_dbt import DagsterDbtCliRuntimeError, DbtCliInvocation, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtCliRuntimeError,
+    DagsterDbtTranslator,
+    DbtCliInvocation,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
 from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 
 from ..automation.conditions import dbt_depth
 from ..resources import DbtArtifactsResource
 from ..settings import WAREHOUSE_POOL, Settings
 from .artifacts import ArtifactStore, summary, unfinished_nodes
+from .dbt_launcher import seeds_feeding_sources
 from .project import dbt_project, dbt_resource
 from .translator import PipelineTranslator
 
@@ -57,15 +67,12 @@ def dbt_env_defaults() -> Iterator[None]:
 DBT_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-#: dbt models partitioned by landing day, like the raw tables: the incremental ones (see fct_orders.sql) and every
-#: model upstream of them, so the chain from a raw partition to an incremental model is partitioned all the way.
-#: Dagster's asset backfills (and automation) go from a partitioned parent to its partitioned children; with an
-#: unpartitioned view in between, a backfill of a day range never reaches the incremental model. Unpartitioned
-#: models downstream (the marts) are fine: they run once all the partitions they read are done.
-PARTITIONED = "+config.materialized:incremental,resource_type:model"
+#: dbt `meta` key of an incremental model: `true` partitions it by landing day although it reads no raw table of
+#: ours (its SQL reads `window_start` / `window_end`), `false` keeps it unpartitioned although it does.
+PARTITION_META_KEY = "partition_by_landing_date"
 
 
-def incremental_models(manifest: dict) -> frozenset[str]:
+def incremental_models(manifest: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(
         u
         for u, n in manifest["nodes"].items()
@@ -73,18 +80,71 @@ def incremental_models(manifest: dict) -> frozenset[str]:
     )
 
 
-def partitioned_models(manifest: dict) -> frozenset[str]:
-    """The unique ids `PARTITIONED` selects: incremental models and the models upstream of them (dbt's `+`
-    walks through any node, e.g. a snapshot; only models are collected)."""
+def partition_opt_in(node: Mapping[str, Any]) -> bool | None:
+    """An incremental model's `meta.partition_by_landing_date` (config or properties): True, False, or None (unset).
+
+    Raises ValueError naming the model and its file when the value is not a boolean.
+    """
+    for meta in ((node.get("config") or {}).get("meta") or {}, node.get("meta") or {}):
+        if PARTITION_META_KEY in meta:
+            value = meta[PARTITION_META_KEY]
+            if not isinstance(value, bool):
+                raise ValueError(
+                    f"meta.{PARTITION_META_KEY} of dbt model {node.get('name')} ({node.get('original_file_path')}) "
+                    f"must be true or false, got {value!r}"
+                )
+            return value
+    return None
+
+
+def partitioned_models(manifest: Mapping[str, Any], landing_sources: AbstractSet[str]) -> frozenset[str]:
+    """The dbt models run with daily partitions by landing day, like the raw tables.
+
+    An incremental model is partitioned when it reads (through any chain of nodes) a source in `landing_sources`
+    — the dbt sources our daily-partitioned ingestion assets load (`meta.dagster.asset_key`) — so its increments
+    follow the landing days (see fct_orders.sql), or when its `meta.partition_by_landing_date` is true; that key set
+    to false keeps it unpartitioned either way. An incremental model of a project brought through DBT_PROJECT_DIR,
+    whose logic has nothing to do with our landing dates, thus stays unpartitioned: `dbt build` runs it as dbt would.
+
+    With a partitioned incremental model, so are the models *between* it and the raw tables (upstream of it and
+    downstream of a landing source), so the chain from a raw partition to the incremental model is partitioned all
+    the way: Dagster's asset backfills (and automation) go from a partitioned parent to its partitioned children;
+    with an unpartitioned view in between, a backfill of a day range would never reach the incremental model. Models
+    upstream of it that read no raw table (over a seed, say) stay unpartitioned, as do the models downstream (the
+    marts): they run once all the partitions they read are done.
+    """
     nodes, parent_map = manifest["nodes"], manifest.get("parent_map", {})
-    todo = list(incremental_models(manifest))
-    upstream = set(todo)
+
+    @cache
+    def reads_landing(unique_id: str) -> bool:
+        return any(p in landing_sources or reads_landing(p) for p in parent_map.get(unique_id, ()))
+
+    roots = []
+    for unique_id in sorted(incremental_models(manifest)):
+        opted = partition_opt_in(nodes[unique_id])
+        if opted or (opted is None and reads_landing(unique_id)):
+            roots.append(unique_id)
+    chain, todo = set(roots), list(roots)
     while todo:
         for parent in parent_map.get(todo.pop(), ()):
-            if parent in nodes and parent not in upstream:
-                upstream.add(parent)
+            if parent in nodes and parent not in chain and reads_landing(parent):
+                chain.add(parent)
                 todo.append(parent)
-    return frozenset(u for u in upstream if nodes[u]["resource_type"] == "model")
+    return frozenset(u for u in chain if nodes[u]["resource_type"] == "model")
+
+
+def landing_sources(manifest: Mapping[str, Any], ingested: AbstractSet[dg.AssetKey]) -> frozenset[str]:
+    """unique_ids of the dbt sources that name an ingestion asset through `meta.dagster.asset_key` (dagster-dbt's
+    own reading of a source's key)."""
+    translator = DagsterDbtTranslator()
+    return frozenset(
+        uid for uid in manifest.get("sources", {}) if translator.get_asset_spec(manifest, uid, None).key in ingested
+    )
+
+
+def dbt_selection(manifest: Mapping[str, Any], unique_ids: AbstractSet[str]) -> str:
+    """A dbt selection of exactly these nodes, by fully qualified name (as dagster-dbt selects a subset)."""
+    return " ".join(sorted(".".join(manifest["nodes"][u]["fqn"]) for u in unique_ids))
 
 
 def build_dbt_assets(
@@ -94,11 +154,11 @@ def build_dbt_assets(
     partitions_def: dg.TimeWindowPartitionsDefinition | None,
     lookback_days: int,
 ) -> list[dg.AssetsDefinition]:
-    """`dbt_build` for the project (`manifest`: its parsed manifest, read once at load). With `partitions_def`
-    (DBT_PARTITION_INCREMENTAL, on by default) its incremental models and the models upstream of them are
-    `dbt_incremental` instead: partitioned by landing day, run with the partition range (widened by
-    `lookback_days`) as vars `window_start`/`window_end`, a backfill of many days in one dbt invocation."""
-    incremental = partitions_def is not None and bool(incremental_models(manifest))
+    """`dbt_build` for the project (`manifest`: its parsed manifest, read once at load). The models the translator
+    partitions (`partitioned_models`; DBT_PARTITION_INCREMENTAL, on by default) are `dbt_incremental` instead:
+    partitioned by landing day (`partitions_def`), run with the partition range (widened by `lookback_days`) as vars
+    `window_start`/`window_end`, a backfill of many days in one dbt invocation."""
+    partitioned = dbt_selection(manifest, translator.partitioned) if partitions_def is not None else ""
 
     def window_vars(context: dg.AssetExecutionContext) -> list[str]:
         window = context.partition_time_window
@@ -107,16 +167,16 @@ def build_dbt_assets(
         return ["--vars", json.dumps({"window_start": start.isoformat(), "window_end": end.isoformat()})]
 
     assets = [
-        _dbt_multi_asset(project, manifest, translator, "dbt_build", exclude=PARTITIONED if incremental else None),
+        _dbt_multi_asset(project, manifest, translator, "dbt_build", exclude=partitioned or None),
     ]
-    if incremental:
+    if partitioned:
         assets.append(
             _dbt_multi_asset(
                 project,
                 manifest,
                 translator,
                 "dbt_incremental",
-                select=PARTITIONED,
+                select=partitioned,
                 partitions_def=partitions_def,
                 extra_args=window_vars,
             )
@@ -178,9 +238,8 @@ def _dbt_multi_asset(
             run_results = run_results or read_run_results(invocation)
             if run_results is not None:
                 context.log.info(f"dbt invocation: {json.dumps(summary(run_results, manifest))}")
-            saved = store.save(
-                context.run_id, step, attempt, invocation.target_path, succeeded=invocation.is_successful()
-            )
+            succeeded = invocation.is_successful()
+            saved = store.save(context.run_id, step, attempt, invocation.target_path, succeeded=succeeded)
             context.log.info(f"dbt artifacts of attempt {attempt} kept in {store.url}: {', '.join(saved)}")
 
     return _dbt
@@ -352,12 +411,18 @@ class DbtStage:
 
 
 def external_source_specs(
-    manifest: dict, key_of: Callable[[str], dg.AssetKey], defined: set[dg.AssetKey]
+    manifest: dict,
+    key_of: Callable[[str], dg.AssetKey],
+    defined: set[dg.AssetKey],
+    skip: AbstractSet[str] = frozenset(),
 ) -> list[dg.AssetSpec]:
     """dbt sources that no ingestion asset feeds (e.g. in a project brought via DBT_PROJECT_DIR) appear as
-    external assets, so their lineage is visible instead of dangling."""
+    external assets, so their lineage is visible instead of dangling; `skip`: sources that are no asset of their own
+    (a seed loads them: the seed is upstream of their readers instead)."""
     specs: dict[dg.AssetKey, dg.AssetSpec] = {}
     for unique_id, source in manifest.get("sources", {}).items():
+        if unique_id in skip:
+            continue
         key = key_of(unique_id)
         if key in defined or key in specs:
             continue
@@ -371,17 +436,33 @@ def external_source_specs(
     return list(specs.values())
 
 
+def seed_fed_sources(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """source unique_id -> the seed loading the same relation (see dbt_launcher.seeds_feeding_sources)."""
+    return seeds_feeding_sources(
+        {u: n.get("relation_name") for u, n in manifest["nodes"].items() if n["resource_type"] == "seed"},
+        {u: s.get("relation_name") for u, s in manifest.get("sources", {}).items()},
+    )
+
+
 def transformation_defs(
     settings: Settings, ingested: set[dg.AssetKey], partitions_def: dg.TimeWindowPartitionsDefinition
 ) -> DbtStage:
+    """The dbt stage. Seeds that load a table the project also reads as a source come before that source's readers,
+    in the asset graph (the translator) and in dbt's build order (the dbt resource, `dbt_launcher.py`)."""
     project = dbt_project(settings)
     manifest = orjson.loads(project.manifest_path.read_bytes())
-    partitioned = partitioned_models(manifest) if settings.dbt_partition_incremental else frozenset()
+    partitioned = (
+        partitioned_models(manifest, landing_sources(manifest, ingested))
+        if settings.dbt_partition_incremental
+        else frozenset()
+    )
+    fed = seed_fed_sources(manifest)
     depth = dbt_depth(manifest)
-    translator = PipelineTranslator(depth=depth, partitioned=partitioned)
+    translator = PipelineTranslator(depth=depth, partitioned=partitioned, seed_of_source=fed)
 
     def key_of(unique_id: str) -> dg.AssetKey:
-        return translator.get_asset_spec(manifest, unique_id, project).key
+        """The asset of a dbt node or source (a source a seed loads: the seed)."""
+        return translator.get_asset_spec(manifest, fed.get(unique_id, unique_id), project).key
 
     return DbtStage(
         defs=dg.Definitions(
@@ -390,12 +471,12 @@ def transformation_defs(
                     project,
                     manifest,
                     translator,
-                    partitions_def if settings.dbt_partition_incremental else None,
+                    partitions_def if partitioned else None,
                     settings.dbt_window_lookback_days,
                 ),
-                *external_source_specs(manifest, key_of, ingested),
+                *external_source_specs(manifest, key_of, ingested, skip=fed.keys()),
             ],
-            resources={"dbt": dbt_resource(project)},
+            resources={"dbt": dbt_resource(project, seeds_before_sources=bool(fed))},
         ),
         manifest=manifest,
         key_of=key_of,

@@ -19,6 +19,7 @@ from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject
 from packaging import version
 
 from ..settings import Settings
+from .dbt_launcher import SEEDS_BEFORE_SOURCES
 
 logger = logging.getLogger(__name__)
 
@@ -154,9 +155,14 @@ class PipelineDbtCliResource(DbtCliResource):
     On DuckDB, dbt also runs through `dbt_launcher.py` (see `cli`): the installed dbt, reporting each result as it
     comes although its stdout log is text.
 
+    With `seeds_before_sources` (set when the project has seeds that load a table it also reads as a source), the
+    launcher orders those seeds before the source's readers in `dbt build` / `dbt run` (see dbt_launcher.py).
+
     Both override private members of the pinned dagster-dbt (`_cli_version`, `_initialize_dbt_core_adapter`);
     tests/unit/test_dbt_resource.py fails if they disappear.
     """
+
+    seeds_before_sources: bool = False
 
     @cached_property
     def _cli_version(self) -> version.Version:
@@ -192,8 +198,12 @@ class PipelineDbtCliResource(DbtCliResource):
             # node's result as a line dagster-dbt parses: see `dbt_log_args` and `events_with_run_metadata`. The copy
             # takes this resource's cached dbt version along (it would otherwise ask `python --version`).
             self._cli_version  # noqa: B018 - computed (and cached) here, so the copy carries it
+            own = [SEEDS_BEFORE_SOURCES] if self.seeds_before_sources else []
             launcher = self.model_copy(
-                update={"dbt_executable": sys.executable, "global_config_flags": [*LAUNCHER, *self.global_config_flags]}
+                update={
+                    "dbt_executable": sys.executable,
+                    "global_config_flags": [*LAUNCHER, *own, *self.global_config_flags],
+                }
             )
             return launcher._start(args, **kwargs)  # noqa: SLF001 - the copy is this resource
         return self._start(args, **kwargs)
@@ -213,10 +223,11 @@ class PipelineDbtCliResource(DbtCliResource):
         return invocation
 
 
-def dbt_resource(project: DbtProject) -> DbtCliResource:
+def dbt_resource(project: DbtProject, *, seeds_before_sources: bool = False) -> DbtCliResource:
     return PipelineDbtCliResource(
         dbt_executable=dbt_executable(),
         project_dir=project,
         profiles_dir=str(project.profiles_dir) if project.profiles_dir else None,
         target=project.target,
+        seeds_before_sources=seeds_before_sources,
     )

@@ -1,7 +1,12 @@
-"""Any dbt-duckdb project loads and builds through DBT_PROJECT_DIR, without edits to it."""
+"""Any dbt-duckdb project loads and builds through DBT_PROJECT_DIR, with the default settings and without edits to it:
+harbor_ledger has a vendored package, a seed that loads a table the project also reads as a source, an incremental
+model unrelated to our landing dates, a snapshot, a unit test, a semantic model, a metric and an exposure."""
 
 import json
+import os
 import shutil
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -40,10 +45,26 @@ def test_loads_with_its_own_shape(harbor):
     assert not any(k.path[-1] == "crm_contacts_sync" for k in specs)
     checks = defs.resolve_asset_graph().asset_check_keys
     assert any(c.name.startswith("unique_account_balances") for c in checks)
+    # The source over the fx_rates seed's table is no asset (dagster-dbt's default keys give both reference/fx_rates,
+    # which stock dagster-dbt refuses to load): its reader depends on the seed.
+    fx_rates = dg.AssetKey(["reference", "fx_rates"])
+    assert {d.asset_key for d in specs[dg.AssetKey("base_fx_rates")].deps} == {fx_rates}
+    assert [k for k in specs if k.path[-1] == "fx_rates"] == [fx_rates]
+    # Its incremental model has nothing to do with our landing dates: nothing of the project is partitioned.
+    dbt_ops = {a.node_def.name: a for a in _dbt_assets(defs)}
+    assert set(dbt_ops) == {"dbt_build"} and dbt_ops["dbt_build"].partitions_def is None
+    assert {dg.AssetKey("daily_flows"), dg.AssetKey(["snapshots", "accounts_history"])} <= dbt_ops["dbt_build"].keys
+
+
+def _dbt_assets(defs: dg.Definitions) -> list[dg.AssetsDefinition]:
+    return [a for a in defs.resolve_asset_graph().assets_defs if a.is_executable and a.node_def.name.startswith("dbt_")]
 
 
 def test_materializes_every_dbt_asset(harbor):
+    """Default settings, a fresh warehouse: every asset in one `dbt build`, the seed before the source's reader
+    (a plain `dbt build` of this project runs base_fx_rates first, which fails: the table does not exist yet)."""
     project, defs = harbor
+    assert not (project / "harbor.duckdb").exists()
     job = defs.resolve_implicit_global_asset_job_def()
     dbt_keys = {k for k in job.asset_layer.executable_asset_keys if k.path[0] != "raw"}
     result = job.get_subset(asset_selection=dbt_keys).execute_in_process(instance=dg.DagsterInstance.ephemeral())
@@ -55,6 +76,21 @@ def test_materializes_every_dbt_asset(harbor):
     assert checks and all(c.passed for c in checks)
     with duckdb.connect(str(project / "harbor.duckdb"), read_only=True) as conn:
         assert conn.execute("select count(*) from monthly_flows").fetchone()[0] == 5
+        assert conn.execute("select count(*) from daily_flows").fetchone()[0] == 5
+        eur = conn.execute("select balance_eur from balances_in_eur where account_id = 1").fetchone()[0]
+        assert eur == Decimal("1563.54")
+
+    runs = Path(os.environ["DBT_ARTIFACTS_URL"]) / "runs" / result.run_id / "dbt_build" / "attempt-0"
+    results = {r["unique_id"]: r for r in json.loads((runs / "run_results.json").read_text())["results"]}
+    assert results["unit_test.harbor_ledger.account_balances.balances_sum_each_accounts_transactions"]["status"] == (
+        "pass"
+    )
+
+    def at(unique_id: str, which: str) -> datetime:
+        moments = [t[which] for t in results[unique_id]["timing"]]
+        return datetime.fromisoformat((min if which == "started_at" else max)(moments).replace("Z", "+00:00"))
+
+    assert at("seed.harbor_ledger.fx_rates", "completed_at") <= at("model.harbor_ledger.base_fx_rates", "started_at")
 
 
 def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor, capsys):
@@ -69,6 +105,7 @@ def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor,
     project, _ = harbor
     manifest = json.loads((project / "target" / "manifest.json").read_text())
     plain = DbtCliResource(project_dir=str(project), profiles_dir=str(project), dbt_executable=dbt_executable())
+    plain.cli(["seed"]).wait()  # plain dbt does not order the fx_rates seed before its source's reader
     streamed = list(plain.cli(["build"], manifest=manifest).stream())  # JSON log, as dagster-dbt runs dbt
 
     ours = PipelineDbtCliResource(project_dir=str(project), profiles_dir=str(project), dbt_executable=dbt_executable())
@@ -97,7 +134,7 @@ def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor,
             metadata,
         )
 
-    assert len(streamed) == 7  # 4 models and seeds, 3 tests
+    assert len(streamed) == 15  # 10 models, seeds and snapshots, 5 tests (the unit test gives no event)
     assert any(isinstance(e, dg.AssetCheckEvaluation) for e in streamed)
     assert sorted(map(fields, built), key=repr) == sorted(map(fields, streamed), key=repr)
     materialized = {e.asset_key: e.metadata for e in built if isinstance(e, dg.AssetMaterialization)}
