@@ -26,7 +26,13 @@ from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 from ..automation.conditions import dbt_depth
 from ..resources import DbtArtifactsResource
 from ..settings import WAREHOUSE_POOL, Settings
-from .artifacts import ArtifactStore, summary, unfinished_nodes
+from .artifacts import (
+    ArtifactStore,
+    remove_invocation_folder,
+    summary,
+    sweep_invocation_folders,
+    unfinished_nodes,
+)
 from .dbt_launcher import seeds_feeding_sources
 from .project import dbt_project, dbt_resource
 from .translator import PipelineTranslator
@@ -241,6 +247,10 @@ def _dbt_multi_asset(
             succeeded = invocation.is_successful()
             saved = store.save(context.run_id, step, attempt, invocation.target_path, succeeded=succeeded)
             context.log.info(f"dbt artifacts of attempt {attempt} kept in {store.url}: {', '.join(saved)}")
+            # Kept: the invocation's own folder is not needed any more (a failed one stays a while, for dbt.log).
+            if succeeded:
+                remove_invocation_folder(invocation.target_path)
+            sweep_invocation_folders(invocation.target_path.parent)
 
     return _dbt
 

@@ -13,6 +13,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from pipeline.transformation.artifacts import is_invocation_folder
 from tests.conftest import dbt_parse
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "harbor_ledger"
@@ -91,6 +92,9 @@ def test_materializes_every_dbt_asset(harbor):
         return datetime.fromisoformat((min if which == "started_at" else max)(moments).replace("Z", "+00:00"))
 
     assert at("seed.harbor_ledger.fx_rates", "completed_at") <= at("model.harbor_ledger.base_fx_rates", "started_at")
+    # Its artifacts kept, the invocation's own target folder is gone; the project's partial-parse file stays.
+    assert not [p.name for p in (project / "target").iterdir() if is_invocation_folder(p)]
+    assert (project / "target" / "partial_parse.msgpack").exists()
 
 
 def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor, capsys):
