@@ -38,13 +38,46 @@ def dbt_project(settings: Settings) -> DbtProject:
         target=settings.dbt_target,
     )
     if project.preparer.using_dagster_dev() and manifest_is_stale(project.project_dir, project.manifest_path):
-        project.preparer.prepare(project)
+        prepare(project)
     if not project.manifest_path.exists():
         raise FileNotFoundError(
             f"No dbt manifest at {project.manifest_path}. Run `dbt parse` in {project.project_dir} "
             "(`make dev` and `make test` do it for you)."
         )
     return project
+
+
+def prepare(project: DbtProject) -> None:
+    """Parse the project (`dbt parse`), after `dbt deps` only when a package it lists is not installed.
+
+    dagster-dbt's own preparation runs `dbt deps` whenever the project has a packages.yml: that needs the dbt hub
+    (network), fails offline, and can leave dbt_packages/ without the vendored packages a team committed there. dbt
+    itself only needs every listed package to have a folder in the install path (its check before parsing), so
+    that is the test here.
+    """
+    if not packages_installed(project.project_dir):
+        project.preparer.prepare(project)
+        return
+    parser = DbtCliResource(project_dir=project, dbt_executable=dbt_executable())
+    parser.cli(["parse", "--quiet"], target_path=project.target_path).wait()
+
+
+def packages_installed(project_dir: Path) -> bool:
+    """Whether the packages the project lists (packages.yml, dependencies.yml) have as many folders in its packages
+    install path (`packages-install-path`, by default dbt_packages/), as dbt checks before it parses."""
+    from dbt.clients.yaml_helper import load_yaml_text
+
+    listed = 0
+    for name in ("packages.yml", "dependencies.yml"):
+        path = project_dir / name
+        if path.exists():
+            listed += len((load_yaml_text(path.read_text()) or {}).get("packages") or [])
+    if not listed:
+        return True
+    config = load_yaml_text((project_dir / "dbt_project.yml").read_text()) or {}
+    folder = project_dir / str(config.get("packages-install-path") or "dbt_packages")
+    installed = sum(1 for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else 0
+    return installed >= listed
 
 
 #: Folders dbt writes or installs into; changes there do not make the manifest stale.

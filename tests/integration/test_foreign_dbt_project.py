@@ -158,3 +158,20 @@ def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor,
     own = list(events_with_run_metadata(plain.cli(["build"], manifest=manifest), ours.duckdb_path))
     assert sorted(map(fields, own), key=repr) == sorted(map(fields, streamed), key=repr)
     assert "Completed successfully" in capsys.readouterr().out
+
+
+def test_dagster_dev_parses_a_vendored_project_without_dbt_deps(tmp_path, monkeypatch):
+    """Under `dagster dev` a stale manifest is parsed again; with every listed package in dbt_packages/ that takes no
+    `dbt deps` (dagster-dbt's preparation runs it, which needs the dbt hub and can drop vendored packages)."""
+    from dagster_dbt import DbtProject
+    from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
+
+    from pipeline.transformation.project import prepare
+
+    project_dir = tmp_path / "harbor_ledger"
+    shutil.copytree(FIXTURE, project_dir, ignore=shutil.ignore_patterns("target", "logs"))
+    monkeypatch.setattr(DagsterDbtProjectPreparer, "prepare", lambda *a: pytest.fail("dbt deps was to be run"))
+    project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
+    prepare(project)
+    assert project.manifest_path.exists()
+    assert (project_dir / "dbt_packages" / "harbor_utils" / "macros" / "cents.sql").exists()
