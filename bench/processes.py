@@ -46,11 +46,21 @@ def run_python(script: str, *args: str, env: dict[str, str], what: str) -> tuple
     return (json.loads(lines[-1]) if lines else {}), t.seconds
 
 
-def dbt_parse(project: Path, env: dict[str, str]) -> None:
-    """`dbt parse` of `project` (its own profiles.yml), untimed setup: a manifest must exist before assets load."""
-    subprocess.run(
-        [DBT, "parse", "--quiet", "--project-dir", str(project), "--profiles-dir", str(project)],
+def run_dbt(project: Path, *args: str, env: dict[str, str]) -> None:
+    """`dbt <args>` in `project` (its own profiles.yml, the working directory there, as dagster-dbt runs it); raises
+    with the end of dbt's log when it fails."""
+    done = subprocess.run(
+        [DBT, *args, "--project-dir", str(project), "--profiles-dir", str(project)],
         cwd=project,
         env=env,
-        check=True,
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"dbt {' '.join(args)} in {project} failed:\n{done.stdout[-4000:]}{done.stderr[-2000:]}")
+
+
+def dbt_parse(project: Path, env: dict[str, str]) -> None:
+    """`dbt parse` of `project` (its own profiles.yml), untimed setup: a manifest must exist before assets load."""
+    run_dbt(project, "parse", "--quiet", env=env)
