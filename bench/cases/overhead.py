@@ -1,28 +1,27 @@
-"""P2: a run of every dbt asset, as a run worker pays it, costs at most 1.10x bare `dbt seed && dbt build` on a
+"""P2: a run of every dbt asset, as its run worker pays it, costs at most 1.10x bare `dbt seed && dbt build` on a
 real-world-shaped ~1,000-model project (bench/synthetic.py); the demo row holds the run itself at 1.15x.
 
 Three sides, each a fresh process per repetition, from the same warehouse and `target/` state:
 
-- **ours**: the run worker's work for this code location — a fresh Python process imports Dagster and
-  `pipeline.definitions` (DBT_PROJECT_DIR at the project, default settings), loads the Definitions the way a run
-  worker does (`ReconstructableRepository` -> the implicit asset job, subset to every dbt asset), and runs it
-  (`dg.execute_job`) against a fresh on-disk instance configured by our dagster.yaml (SQLite storage, as `make dev`
-  uses). That runs our dbt op: `dbt build` through dbt_launcher.py (seeds that feed sources ordered first, results
-  reported while dbt runs), every result a Dagster event written to the instance, row counts, model figures, the
-  artifacts saved under DBT_ARTIFACTS_URL and the invocation's target folder removed.
-- **stock**: the same process and instance for stock dagster-dbt (bench/stock_dbt.py): a plain `@dbt_assets` with
-  the default translator and `DbtCliResource`, running `dbt seed` then streaming `dbt build` — what a user would
-  pick instead.
+- **ours**: the run worker of this code location, exactly as a run launcher starts it: the run of every dbt asset is
+  created in a fresh instance configured by our dagster.yaml (SQLite storage, as `make dev` uses) the way the
+  webserver or daemon creates it (untimed), then `python -m dagster api execute_run <args>` runs it — interpreter,
+  imports, loading `pipeline.definitions` (DBT_PROJECT_DIR at the project, default settings), the run. That runs our
+  dbt op: `dbt build` through dbt_launcher.py (seeds that feed sources ordered first, results reported while dbt
+  runs), every result a Dagster event written to the instance, row counts, model figures, the artifacts saved under
+  DBT_ARTIFACTS_URL and the invocation's target folder removed.
+- **stock**: the same for stock dagster-dbt (bench/stock_dbt.py): a plain `@dbt_assets` with the default translator
+  and `DbtCliResource` — what a user would pick instead.
 - **bare**: what a user runs without Dagster: `dbt seed` then `dbt build` in the project folder, two subprocesses
   timed together from start to exit (the seeds first: this project's seeds load tables it also reads as sources,
   which a fresh `dbt build` may read before they exist).
 
-The goal rows compare each whole process (interpreter start, imports, Definitions load, run) with bare. Info rows
-break ours down: the run alone (from `execute_job` to its return), and the run less the time spent in the instance's
-`store_event` (timed by wrapping it): Dagster's cost of recording ~3 events per model and 2 per test, which no dbt
-integration avoids. For the demo project DBT_PARTITION_INCREMENTAL=0 (its fct_orders chain is partitioned by
-default, and a run of every asset is one unpartitioned `dbt build`, as bare's); the synthetic project runs with the
-default settings (its incremental models read no raw table of ours, so nothing of it is partitioned).
+The goal row compares the run worker's whole process with bare; info rows: stock's, ours against stock's, the CPU
+time of each side's process tree (the dbt subprocesses included: on a machine shared with other work the wall
+clock also measures the neighbours), and the run alone (its start to end, from the run storage). For the demo
+project DBT_PARTITION_INCREMENTAL=0 (its fct_orders chain is partitioned by default, and a run of every asset is one
+unpartitioned `dbt build`, as bare's); the synthetic project runs with the default settings (its incremental models
+read no raw table of ours, so nothing of it is partitioned).
 
 Before every repetition (untimed): the warehouse file is copied from a template (raw data or synthetic sources
 loaded; no seeds) and the project's `target/` restored to what the untimed `dbt parse` left (`manifest.json`,
@@ -35,6 +34,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,7 +44,7 @@ import duckdb
 from bench.synthetic import generate
 
 from ..harness import REPO_ROOT, Case, Row, Setup, stopwatch
-from ..processes import clean_env, dbt_parse, run_dbt, run_python
+from ..processes import clean_env, dbt_parse, run_dbt, run_python, run_timed
 from ..stock_dbt import OP_NAME as STOCK_OP
 
 FULL_MODELS, QUICK_MODELS = 1_000, 50
@@ -79,42 +79,45 @@ ops = [a for a in repo.assets_defs_by_key.values() if a.is_executable and a.op.n
 print(json.dumps(sorted({k.to_user_string() for a in ops for k in a.keys})))
 """
 
-#: A side, timed: what a run worker does for a run of the given assets. argv: module, file of asset keys (JSON).
-#: DAGSTER_HOME is a fresh folder with our dagster.yaml. Prints one JSON line.
-RUN_WORKER = r"""
-import json, os, sys, time
-started = time.perf_counter()
+#: A side's run, created as the webserver or the daemon creates it before a run launcher starts a run worker (setup,
+#: untimed): the code location loaded (ReconstructableRepository), the implicit asset job subset to the given assets,
+#: its execution plan, the run stored in the instance (DAGSTER_HOME). argv: module, file of asset keys (JSON). Prints
+#: the run worker's argument: ExecuteRunArgs, serialized.
+CREATE_RUN = r"""
+import json, os, sys
 import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.execution.api import create_execution_plan
+from dagster._grpc.types import ExecuteRunArgs
+from dagster._serdes import serialize_value
 module, keys_file = sys.argv[1], sys.argv[2]
-keys = [dg.AssetKey.from_user_string(k) for k in json.load(open(keys_file))]
-imported = time.perf_counter()
-job = ReconstructableRepository.for_module(module, "defs", working_directory=os.getcwd()).get_reconstructable_job(
-    "__ASSET_JOB"
-).get_subset(asset_selection=frozenset(keys))
-job.get_definition()  # loads the code location once (cached for execute_job), as a run worker does
-loaded = time.perf_counter()
-stored = [0.0]
-def timed(method):
-    def wrapper(*args, **kwargs):
-        begun = time.perf_counter()
-        try:
-            return method(*args, **kwargs)
-        finally:
-            stored[0] += time.perf_counter() - begun
-    return wrapper
+keys = frozenset(dg.AssetKey.from_user_string(k) for k in json.load(open(keys_file)))
+repository = ReconstructableRepository.for_module(module, "defs", working_directory=os.getcwd())
+job = repository.get_reconstructable_job("__ASSET_JOB").get_subset(asset_selection=keys)
+plan = create_execution_plan(job)
 with dg.DagsterInstance.get() as instance:
-    storage = instance.event_log_storage
-    storage.store_event = timed(storage.store_event)  # store_event_batch calls it per event
-    begun = time.perf_counter()
-    with dg.execute_job(job, instance) as result:
-        ran = time.perf_counter()
-        assert result.success
-        materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-        checks = result.get_asset_check_evaluations()
+    run = instance.create_run_for_job(
+        job_def=job.get_definition(), execution_plan=plan, asset_selection=keys, job_code_origin=job.get_python_origin()
+    )
+    args = ExecuteRunArgs(job_origin=job.get_python_origin(), run_id=run.run_id, instance_ref=instance.get_ref())
+print(json.dumps({"run_id": run.run_id, "args": serialize_value(args)}))
+"""
+
+#: What the run worker did (setup, untimed). argv: run id. Prints one JSON line.
+RUN_OUTCOME = r"""
+import json, sys
+import dagster as dg
+with dg.DagsterInstance.get() as instance:
+    run = instance.get_run_by_id(sys.argv[1])
+    stats = instance.get_run_stats(run.run_id)
+    def records(kind):
+        return [r.event_log_entry for r in instance.get_records_for_run(run.run_id, of_type=kind, limit=10**6).records]
+    materialized = {
+        e.dagster_event.asset_key.to_user_string() for e in records(dg.DagsterEventType.ASSET_MATERIALIZATION)
+    }
+    checks = [e.dagster_event.event_specific_data for e in records(dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
 print(json.dumps({
-    "imports": imported - started, "load": loaded - imported, "run": ran - begun, "event_storage": stored[0],
-    "assets": len(keys), "materialized": len(materialized & {k.to_user_string() for k in keys}),
+    "status": run.status.value, "run": stats.end_time - stats.start_time, "materialized": sorted(materialized),
     "checks": len(checks), "checks_passed": sum(c.passed for c in checks),
 }))
 """
@@ -141,20 +144,19 @@ def prepare(quick: bool, workdir: Path) -> Iterator[Setup]:
             )
         rows += [
             Row(
-                f"every dbt asset, {label}: ours, whole run process (interpreter, imports, Definitions, run) vs bare"
-                f" `{bench_project.bare_command}`",
+                f"every dbt asset, {label}: ours, the run worker process (interpreter, imports, Definitions, run) vs"
+                f" bare `{bench_project.bare_command}`",
                 f"ours {label}: process",
                 bare,
                 GOAL_SYNTHETIC if bench_project is synthetic else None,
             ),
-            Row(f"… {label}: stock dagster-dbt, whole run process, vs bare", f"stock {label}: process", bare),
-            Row(f"… {label}: ours vs stock dagster-dbt, whole run process", f"ours {label}: process",
-                f"stock {label}: process"),
-            Row(f"… {label}: our run less the time spent writing events to the instance's SQLite event log",
-                f"ours {label}: run without event storage", bare),
-        ]  # fmt: skip
+            Row(f"… {label}: stock dagster-dbt's run worker vs bare", f"stock {label}: process", bare),
+            Row(f"… {label}: ours vs stock, run worker", f"ours {label}: process", f"stock {label}: process"),
+            Row(f"… {label}: CPU time, ours (run worker and dbt) vs bare", f"ours {label}: process CPU", f"{bare} CPU"),
+            Row(f"… {label}: CPU time, stock vs bare", f"stock {label}: process CPU", f"{bare} CPU"),
+        ]
         if bench_project is synthetic:
-            rows.insert(-1, Row(f"… {label}: our run alone vs bare", f"ours {label}: run", bare))
+            rows.append(Row(f"… {label}: our run alone (run start to end) vs bare", f"ours {label}: run", bare))
         notes.append(bench_project.note)
     notes += [
         "Ours and stock: a fresh `python -c` process per repetition, as a run worker: imports, then"
@@ -164,7 +166,7 @@ def prepare(quick: bool, workdir: Path) -> Iterator[Setup]:
         "Ours: module `pipeline.definitions`, DBT_PROJECT_DIR/DBT_PROFILES_DIR at the project, DUCKDB_PATH at the"
         " repetition's warehouse, other settings in a temp folder; stock: module `bench.stock_dbt`",
         "Bare: `dbt seed` (when the project needs it) then `dbt build`, `--project-dir P --profiles-dir P`, the"
-        " working directory at P, timed from the parent (start of the first to exit of the last)",
+        " working directory at P, timed from the parent (start of the first to exit of the last), CPU likewise",
         "Before every repetition (untimed): the warehouse is copied from its template and `target/` restored to"
         " the untimed `dbt parse`'s manifest and partial-parse file",
     ]
@@ -314,8 +316,13 @@ def side_measures(bp: BenchProject, workdir: Path) -> dict[str, Callable[[], dic
             other = keys.get("stock" if side == "ours" else "ours")
             assert other is None or other == out, f"{label}: ours and stock have different dbt assets"
             keys_file.write_text(json.dumps(out))
-        out, total = run_python(RUN_WORKER, module, str(keys_file), env=env, what=f"{side} ({label})")
-        assert out["materialized"] == out["assets"] > 0, out
+        created, _ = run_python(CREATE_RUN, module, str(keys_file), env=env, what=f"{side} run creation ({label})")
+        # The run worker, as the run launcher starts it (DefaultRunLauncher: `python -m dagster api execute_run`).
+        worker = [sys.executable, "-m", "dagster", "api", "execute_run", created["args"]]
+        done = run_timed(worker, env=env, what=f"{side} run worker ({label})")
+        out, _ = run_python(RUN_OUTCOME, created["run_id"], env=env, what=f"{side} run outcome ({label})")
+        assert out["status"] == "SUCCESS", out["status"]
+        assert out["materialized"] == keys[side], f"{side} ({label}) did not materialize every dbt asset"
         assert out["checks"] == out["checks_passed"] > 0, out
         results = (
             _latest_run_results(workdir / "artifacts" / f"{label}-{n}")
@@ -325,21 +332,22 @@ def side_measures(bp: BenchProject, workdir: Path) -> dict[str, Callable[[], dic
         _same_work(label, side, _work(results) + (frozenset(bp.relations()),), seen)
         shutil.rmtree(env["DAGSTER_HOME"], ignore_errors=True)
         return {
-            f"{side} {label}: process": total,
+            f"{side} {label}: process": done.seconds,
+            f"{side} {label}: process CPU": done.cpu_seconds,
             f"{side} {label}: run": out["run"],
-            f"{side} {label}: run without event storage": out["run"] - out["event_storage"],
         }
 
     def bare() -> dict[str, float]:
         bp.reset()
         env = clean_env(DUCKDB_PATH=str(bp.warehouse))
         commands = ["seed", "build"] if bp.seed_first else ["build"]
-        with stopwatch() as t:
-            for command in commands:
-                run_dbt(bp.project, command, env=env)
+        done = [run_dbt(bp.project, command, env=env) for command in commands]
         results = json.loads((bp.project / "target" / "run_results.json").read_text())
         _same_work(label, "bare", _work(results) + (frozenset(bp.relations()),), seen)
-        return {f"bare {label}: {bp.bare_command}": t.seconds}
+        return {
+            f"bare {label}: {bp.bare_command}": sum(d.seconds for d in done),
+            f"bare {label}: {bp.bare_command} CPU": sum(d.cpu_seconds for d in done),
+        }
 
     return {
         f"ours {label}": lambda: run_worker("ours"),
