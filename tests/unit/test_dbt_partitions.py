@@ -140,3 +140,25 @@ def test_the_parse_takes_the_options_of_the_command_it_stands_for(tmp_path, monk
     assert command_of(args) == ("build", {"use_colors": False, "log_format": "text", "vars": {"a": 1}, "target": "t"})
     assert command_of(["build", "--selector", "s", "--exclude", "z", "--full-refresh"]) == ("build", {})
     assert command_of(["not-a-command"]) == (None, {})
+
+
+def test_the_dbt_stage_is_built_once_per_manifest(tmp_path, demo_manifest):
+    """A run worker loads the code location twice; the second load shares the first one's dbt stage until the
+    manifest file changes."""
+    import os
+    import shutil
+
+    from pipeline.ingestion.assets import raw_partitions
+    from pipeline.settings import REPO_ROOT, Settings
+    from pipeline.transformation.assets import transformation_defs
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(REPO_ROOT / "dbt_project", project, ignore=shutil.ignore_patterns("logs"))
+    settings = Settings.from_env({"DBT_PROJECT_DIR": str(project), "DUCKDB_PATH": str(tmp_path / "w.duckdb")})
+    partitions = raw_partitions(settings)
+    first = transformation_defs(settings, set(), partitions)
+    assert transformation_defs(settings, set(), partitions) is first
+    manifest = project / "target" / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns + 1_000_000_000
+    os.utime(manifest, ns=(stamp, stamp))
+    assert transformation_defs(settings, set(), partitions) is not first
