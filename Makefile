@@ -27,8 +27,11 @@ WEBHOOK_SECRET ?= dev-webhook-secret
 DAGSTER_PORT ?= 3000
 DEMO_DAYS ?= 14
 DEMO_CUSTOMERS ?= 500
+# First daily partition of the raw tables; unset, `make dev` starts them on the demo's first day (see `dev`).
+LANDING_START_DATE ?=
 # The venv's bin first on PATH: dagster-dbt's prepare_if_dev() runs `dbt parse` through the `dbt` on PATH.
 DEV_ENV = PATH=$(CURDIR)/$(BIN):$$PATH DAGSTER_HOME=$(DAGSTER_HOME) DBT_PROJECT_DIR=$(DBT_PROJECT_DIR) DBT_PROFILES_DIR=$(DBT_PROFILES_DIR) \
+	LANDING_START_DATE=$(LANDING_START_DATE) \
 	LANDING_URL=$(LANDING_URL) DUCKDB_PATH=$(DUCKDB_PATH) CRM_URL=$(CRM_URL) CRM_TOKEN=$(CRM_TOKEN) \
 	WEBHOOK_URL=$(WEBHOOK_URL) WEBHOOK_SECRET=$(WEBHOOK_SECRET)
 
@@ -60,19 +63,21 @@ parse: install
 demo-data: install
 	$(BIN)/python -m pipeline.demo_data --landing $(LANDING_URL) --days $(DEMO_DAYS) --customers $(DEMO_CUSTOMERS) --if-absent
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# The local instance's config (devstack/dagster.yaml; not in the root, where `dagster dev` would warn about it).
+$(DAGSTER_HOME)/dagster.yaml: devstack/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp devstack/dagster.yaml $@
 
-# Starts the local CRM server, the local webhook receiver and `dagster dev`; Ctrl-C stops all three.
+# The local CRM's database and the webhook receiver's log.
+DEV_DATA ?= $(CURDIR)/.data
+
+# Starts the local CRM server, the local webhook receiver and `dagster dev` (devstack/dev.py); one Ctrl-C stops all
+# three, runs in progress included.
 dev: parse demo-data $(DAGSTER_HOME)/dagster.yaml
-	@mkdir -p .data
 	@export $(DEV_ENV); \
-	$(BIN)/python -m devstack.crm_server --host 127.0.0.1 --port $(CRM_PORT) --db .data/crm.sqlite & crm=$$!; \
-	$(BIN)/python -m devstack.webhook_receiver --host 127.0.0.1 --port $(WEBHOOK_PORT) --log .data/webhooks.jsonl & hooks=$$!; \
-	trap 'kill $$crm $$hooks 2>/dev/null; wait $$crm $$hooks 2>/dev/null' EXIT INT TERM; \
-	echo "Local CRM on $(CRM_URL); webhooks to $(WEBHOOK_URL); Dagster UI on http://127.0.0.1:$(DAGSTER_PORT)"; \
-	$(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT) -w workspace.yaml
+	export LANDING_START_DATE=$${LANDING_START_DATE:-$$($(BIN)/python -m pipeline.demo_data --landing $(LANDING_URL) --first-day)}; \
+	exec $(BIN)/python -m devstack.dev --crm-port $(CRM_PORT) --webhook-port $(WEBHOOK_PORT) \
+		--dagster-port $(DAGSTER_PORT) --data $(DEV_DATA)
 
 test: parse
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -26,6 +26,7 @@ from pipeline.ingestion.loader import (
     check_primary_key,
     ensure_table,
     insert_sql,
+    integer_columns,
     probe_columns,
     quote_ident,
     quote_literal,
@@ -71,8 +72,11 @@ def load_file_phases(
         "delete earlier rows",
         lambda: conn.execute(f"DELETE FROM {contract.qualified_name} WHERE _source_file = ?", [landing_key]),
     )
-    sql = insert_sql(f, csv_path, contract, present, {}, datetime.now(UTC).replace(tzinfo=None))
-    _time(phases, "insert (typed read_csv + casts + lineage)", lambda: conn.execute(sql).fetchone())
+    integers = _time(phases, "integer columns (DESCRIBE types)", lambda: integer_columns(conn, contract))
+    sql = insert_sql(f, csv_path, contract, present, {}, datetime.now(UTC).replace(tzinfo=None), integers, found)
+    _time(
+        phases, "insert (typed read_csv + whole-number check + casts + lineage)", lambda: conn.execute(sql).fetchone()
+    )
     if one_pass_pk:
         pk = quote_ident(contract.primary_key[0])
         check = (
@@ -128,11 +132,15 @@ def insert_variants(db: Path, csv_path: Path, landing_key: str) -> Phases:
     contract = orders_contract()
     f = FileToLoad(LandedObject(landing_key, csv_path.stat().st_size, datetime.now(UTC), "bench"), csv_path)
     loaded_at = datetime.now(UTC).replace(tzinfo=None)
-    full = insert_sql(f, csv_path, contract, list(contract.columns), {}, loaded_at)
+    with duckdb.connect() as types:
+        integers = integer_columns(types, contract)
+    full = insert_sql(f, csv_path, contract, list(contract.columns), {}, loaded_at, integers)
+    unchecked = insert_sql(f, csv_path, contract, list(contract.columns), {}, loaded_at)
     source = quote_literal(str(csv_path))
     columns = ", ".join(quote_ident(c) for c in contract.columns)
     variants = {
         "insert as loader": full,
+        "insert as loader, integer columns cast without the whole-number check": unchecked,
         "insert, no lineage columns, auto-detected types": f"INSERT INTO {contract.qualified_name} ({columns})"
         f" SELECT {columns} FROM read_csv({source})",
     }

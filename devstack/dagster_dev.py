@@ -1,10 +1,9 @@
-"""A fully temporary `make dev` stack for the browser test and the end-to-end benchmark: a Dagster instance with the
-repository's dagster.yaml, the local CRM and webhook receiver (each in its own process group) and `dagster dev` on a
+"""A fully temporary `make dev` stack for the browser test and the end-to-end benchmark: a Dagster instance with
+devstack/dagster.yaml, the local CRM and webhook receiver (each in its own process group) and `dagster dev` on a
 free port, all pointed at one temporary folder (landing zone, warehouse, dbt artifacts, CRM database).
 
-`dagster dev` may ignore SIGINT/SIGTERM (it does when started from a non-interactive background shell), so it runs
-in its own process group and teardown sends SIGTERM to that group, waits briefly and then SIGKILLs it; processes
-are never looked up by name.
+`dagster dev` runs in its own process group; teardown sends it SIGINT (its own Ctrl-C handling), then SIGKILLs
+what is left of the group (`stop_dagster_dev`); processes are never looked up by name.
 """
 
 from __future__ import annotations
@@ -14,9 +13,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -25,13 +25,17 @@ from typing import Any
 import httpx
 from dotenv import dotenv_values
 
-from devstack.serve import free_port, server_process
+from devstack import INSTANCE_YAML
+from devstack.serve import free_port, server_process, stop_group
 from pipeline.settings import REPO_ROOT
 
 VENV_BIN = Path(sys.executable).parent
 LOCATION = "analytics_pipeline"  # workspace.yaml
 REPOSITORY = "__repository__"  # the name Dagster gives a code location's single Definitions
 STARTUP_TIMEOUT = 300.0  # webserver up and code location loaded (`dbt parse` first when the manifest is stale)
+#: Seconds `dagster dev` gets to shut down its webserver, daemon and code server after SIGINT before the rest of its
+#: process group is killed (a clean shutdown takes 5-10 s on a loaded 2-core machine).
+SHUTDOWN_GRACE = 20.0
 #: What this process may pass on to `dagster dev`; the settings the pipeline needs are set explicitly and the rest
 #: stay unset (SLACK_WEBHOOK_URL too: the Slack summary records `posted: 0`), so a developer's shell (a real CRM_URL,
 #: Slack or alert webhook, proxies, ...) never reaches the temporary stack.
@@ -65,6 +69,36 @@ mutation ($selector: SensorSelector!) {
     ... on Sensor { sensorState { status } }
     ... on PythonError { message }
   }
+}
+"""
+LAUNCH_RUN_MUTATION = """
+mutation ($params: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+RUN_STATUS_QUERY = """
+query ($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } ... on PythonError { message } } }
+"""
+RUN_ENGINE_EVENTS_QUERY = """
+query ($runId: ID!) {
+  logsForRun(runId: $runId, limit: 100000) {
+    __typename
+    ... on EventConnection {
+      events { __typename ... on EngineEvent { message metadataEntries { label ... on TextMetadataEntry { text } } } }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+POOL_QUERY = """
+query ($pool: String!) {
+  instance { concurrencyLimit(concurrencyKey: $pool) { claimedSlots { runId stepKey } pendingSteps { runId } } }
 }
 """
 
@@ -122,6 +156,45 @@ class DagsterDev:
         started = self.gql(START_SENSOR_MUTATION, selector=selector)["startSensor"]
         if started["__typename"] != "Sensor" or started["sensorState"]["status"] != "RUNNING":
             raise StackError(f"could not start sensor {name}: {started}")
+
+
+def launch_assets(gql: GraphQL, *paths: Sequence[str]) -> str:
+    """Launch one run of the assets at `paths` (as the UI's "Materialize selected" does); returns its run id."""
+    selector = {
+        "repositoryLocationName": LOCATION,
+        "repositoryName": REPOSITORY,
+        "pipelineName": "__ASSET_JOB",
+        "assetSelection": [{"path": list(path)} for path in paths],
+    }
+    launched = gql(LAUNCH_RUN_MUTATION, params={"selector": selector, "mode": "default"})["launchPipelineExecution"]
+    if launched["__typename"] != "LaunchRunSuccess":
+        raise StackError(f"could not launch {paths}: {launched}")
+    return launched["run"]["runId"]
+
+
+def run_status(gql: GraphQL, run_id: str) -> str:
+    """QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELED, ..."""
+    run = gql(RUN_STATUS_QUERY, runId=run_id)["runOrError"]
+    if run["__typename"] != "Run":
+        raise StackError(f"run {run_id}: {run}")
+    return run["status"]
+
+
+def run_worker_pid(gql: GraphQL, run_id: str) -> int | None:
+    """The pid of the run's worker process, from its "Started process for run" event (None before it starts)."""
+    answer = gql(RUN_ENGINE_EVENTS_QUERY, runId=run_id)["logsForRun"]
+    if answer["__typename"] != "EventConnection":
+        raise StackError(f"logsForRun({run_id}): {answer}")
+    for event in answer["events"]:
+        if event["__typename"] == "EngineEvent" and event["message"].startswith("Started process for run"):
+            return next(int(e["text"]) for e in event["metadataEntries"] if e["label"] == "pid")
+    return None
+
+
+def pool_claims(gql: GraphQL, pool: str) -> list[str]:
+    """The ids of the runs holding a slot of `pool` (the UI's pool page)."""
+    claims = gql(POOL_QUERY, pool=pool)["instance"]["concurrencyLimit"]["claimedSlots"]
+    return [claim["runId"] for claim in claims]
 
 
 def tail(path: Path, lines: int) -> str:
@@ -207,15 +280,18 @@ def wait_until_loaded(gql: GraphQL, url: str, process: subprocess.Popen, log: Pa
         time.sleep(0.5)
 
 
-def stop_process_group(process: subprocess.Popen) -> None:
-    """SIGTERM the group (run workers, code server, daemon and webserver live in it), then SIGKILL what is left."""
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+def dagster_dev_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """`dagster dev` on `host`:`port` with the repository's workspace.yaml (run it in the repository root)."""
+    return [str(VENV_BIN / "dagster"), "dev", "-h", host, "-p", str(port), "-w", "workspace.yaml"]
+
+
+def stop_dagster_dev(process: subprocess.Popen, hurry: threading.Event | None = None) -> None:
+    """Stop `dagster dev` and everything it started: SIGINT to `dagster dev` (its Ctrl-C: it stops its webserver and
+    daemon and asks its code servers to stop once their runs finish), then, once it has exited or after
+    SHUTDOWN_GRACE, SIGKILL to its whole process group. Run workers are not waited for: a run may take hours, and
+    with the in-process executor an interrupted step that has a retry policy is retried, not stopped; a run killed
+    here is one whose worker died (devstack.dev marks it canceled)."""
+    stop_group(process, first_signal=signal.SIGINT, grace=SHUTDOWN_GRACE, hurry=hurry, leader_only=True)
 
 
 @contextmanager
@@ -237,7 +313,7 @@ def dagster_dev(
     refuse_a_local_env_file()
     (root / "landing").mkdir(parents=True, exist_ok=True)
     (root / "dagster_home").mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO_ROOT / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
+    shutil.copy(INSTANCE_YAML, root / "dagster_home" / "dagster.yaml")
     with ExitStack() as cleanup:
         crm_url = cleanup.enter_context(
             server_process("devstack.crm_server", "--db", str(root / "crm.sqlite"), "--token", crm_token)
@@ -255,10 +331,9 @@ def dagster_dev(
             first_day=first_day,
         )
         process_env.update(env or {})
-        command = [str(VENV_BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"]
         with log.open("w") as log_file:
             process = subprocess.Popen(
-                command,
+                dagster_dev_command(port),
                 cwd=REPO_ROOT,
                 env=process_env,
                 stdin=subprocess.DEVNULL,
@@ -266,7 +341,7 @@ def dagster_dev(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        cleanup.callback(stop_process_group, process)
+        cleanup.callback(stop_dagster_dev, process)
         gql = GraphQL(url)
         cleanup.callback(gql.close)
         wait_until_loaded(gql, url, process, log, startup_timeout)

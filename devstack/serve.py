@@ -150,21 +150,68 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_group(
+    process: subprocess.Popen,
+    *,
+    first_signal: signal.Signals = signal.SIGTERM,
+    grace: float = 10.0,
+    hurry: threading.Event | None = None,
+    leader_only: bool = False,
+) -> None:
+    """Stop the process group `process` leads (started with `start_new_session=True`) and everything in it.
+
+    `first_signal` goes to the whole group (or to the leader alone: `leader_only`, for a leader that stops its
+    children itself); the leader gets `grace` seconds to exit (less once `hurry` is set, e.g. by a second Ctrl-C).
+    Then SIGKILL goes to the group, whether the leader exited or not: a child that outlived its parent (a run worker,
+    a code server waiting for it) has no one left to stop it. Returns once the group is empty, or after 10 s more if
+    the system is slow to reap what was killed.
+    """
+    with suppress(ProcessLookupError):
+        if leader_only:
+            os.kill(process.pid, first_signal)
+        else:
+            os.killpg(process.pid, first_signal)
+    deadline = time.monotonic() + grace
+    while process.poll() is None and time.monotonic() < deadline and not (hurry and hurry.is_set()):
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=0.2)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)  # signal 0: is anyone left in the group?
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+
+
 @contextmanager
-def server_process(module: str, *args: str, timeout: float = 30.0, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run `python -m <module> --port <free> <args>` in its own process group; yield its URL once /healthz
-    answers; stop the group afterwards. For servers that must not share this process's GIL (benchmarks, e2e)."""
-    port = free_port()
-    command = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen([*command, *args], start_new_session=True, env=env)
+def server_process(
+    module: str,
+    *args: str,
+    port: int | None = None,
+    log_level: str = "warning",
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Run `python -m <module> --port <port> <args>` in its own process group (a free port unless `port` is given);
+    yield its URL once /healthz answers; stop the group afterwards. For servers that must not share this process's
+    GIL (`make dev`, benchmarks, e2e)."""
+    port = port or free_port()
+    command = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), "--log-level", log_level]
+    process = subprocess.Popen([*command, *args], start_new_session=True, stdin=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"{module} exited with {process.returncode} before answering on {url}")
+                raise RuntimeError(
+                    f"{module} exited with {process.returncode} before answering on {url} (is the port in use?)"
+                )
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/healthz", timeout=1, trust_env=False).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -173,11 +220,4 @@ def server_process(module: str, *args: str, timeout: float = 30.0, env: dict[str
             time.sleep(0.1)
         yield url
     finally:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)

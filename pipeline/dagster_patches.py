@@ -1,7 +1,7 @@
-"""Fixes to Dagster 1.13's step execution for a multi-asset with many outputs (a dbt project), applied when the code
-location is imported (`pipeline.definitions`), so in every process that runs its steps.
+"""Fixes to Dagster 1.13's step execution, applied when the code location is imported (`pipeline.definitions`), so
+in every process that runs its steps.
 
-**Output key sets.**
+**Output key sets** (a multi-asset with many outputs: a dbt project).
 For every output a step yields, Dagster asks for the set of the step's asset keys
 (`StepExecutionContext.get_output_asset_keys`: to check that a multi-asset yields parents before children, and for
 data versions) and builds it from scratch: for each of the step's outputs it asks whether the output's key is
@@ -20,18 +20,35 @@ unpartitioned materializations it committed in this process; for an asset this v
 takes that record — the one the query would return — and asks the instance otherwise (any other storage, another
 run's materialization, partitioned assets and inputs).
 
-`apply()` patches only the shapes it knows (a plain property, plain methods); tests/unit/test_dagster_patches.py
-fails when a Dagster upgrade changes them, so the patches are reviewed (and dropped once Dagster does this itself).
+**Failures without a stack.** A step failed by a `dg.Failure` is recorded with its message and metadata but without a
+stack trace. Dagster records a Failure like any exception — message, the stack of every frame between the raise and the
+executor (a dozen framework frames below ours) and the cause — plus the Failure's description and metadata, and the
+UI prints "Stack Trace:" under the message of every failed step whose error has a stack, as does the run worker's
+log. A Failure is the code saying what went wrong in words meant for a person: a quarantined file (which file,
+which line, where it went), a sync gate's refusal, a destination's 4xx, dbt tests that failed. Its stack says
+nothing anyone can act on and makes an expected data error look like a crash. So its error keeps the message (the
+Failure's description) only, as Dagster's own `SerializableErrorInfo.to_exception_message_only` shapes it; every
+other exception — a real crash — keeps its stack. Dagster offers no switch for this: the recorded error is built in
+`execute_plan.step_failure_event_from_exc_info`, which the patch wraps (for Failures only).
+
+`apply()` patches only the shapes it knows (a plain property, a plain method, a plain function);
+tests/unit/test_dagster_patches.py fails when a Dagster upgrade changes them, so the patches are reviewed (and
+dropped once Dagster does the same itself).
 """
 
 import functools
 from collections.abc import Set
 from typing import Any
 
+import dagster as dg
 from dagster._core.definitions.assets.definition.assets_definition import AssetsDefinition
 from dagster._core.definitions.data_version import extract_data_version_from_entry
+from dagster._core.events import DagsterEvent
 from dagster._core.execution.context.data_version_cache import DataVersionCache, InputAssetVersionInfo
 from dagster._core.execution.context.system import StepExecutionContext
+from dagster._core.execution.plan import execute_plan
+from dagster._core.execution.plan.objects import StepFailureData
+from dagster._utils.error import SerializableErrorInfo
 
 _STEP_KEYS_ATTRIBUTE = "_pipeline_output_asset_keys"
 _PATCHED = "_pipeline_patched"
@@ -66,7 +83,7 @@ def _stored_by_this_run(cache: DataVersionCache, key: Any) -> InputAssetVersionI
 
 
 def apply() -> bool:
-    """Patch each, once; True when they are (now or already) patched."""
+    """Apply every patch, once; True when they are (now or already) applied."""
     keys_attribute = AssetsDefinition.__dict__.get("asset_and_check_keys")
     if isinstance(keys_attribute, property):
         cached = functools.cached_property(_asset_and_check_keys)
@@ -84,7 +101,6 @@ def apply() -> bool:
 
         get_output_asset_keys._pipeline_cached = True  # ty: ignore[unresolved-attribute]
         StepExecutionContext.get_output_asset_keys = get_output_asset_keys  # ty: ignore[invalid-assignment]
-
     fetch = DataVersionCache.__dict__.get("maybe_fetch_and_get_input_asset_version_info")
     if callable(fetch) and not getattr(fetch, _PATCHED, False):
 
@@ -98,16 +114,44 @@ def apply() -> bool:
 
         setattr(maybe_fetch_and_get_input_asset_version_info, _PATCHED, True)
         DataVersionCache.maybe_fetch_and_get_input_asset_version_info = maybe_fetch_and_get_input_asset_version_info
-
+    failure_event = execute_plan.__dict__.get("step_failure_event_from_exc_info")
+    if callable(failure_event) and not getattr(failure_event, "_pipeline_message_only", False):
+        execute_plan.step_failure_event_from_exc_info = _message_only_failures(failure_event)  # ty: ignore
     return is_applied()
+
+
+def _message_only_failures(original: Any) -> Any:
+    """Dagster's function, with the error of a `dg.Failure` reduced to its message (what else it records is kept).
+
+    It builds the event itself rather than editing the original's: creating a step event also logs (stores) it.
+    """
+
+    @functools.wraps(original)
+    def step_failure_event_from_exc_info(
+        step_context: Any, exc_info: Any, user_failure_data: Any = None, error_source: Any = None
+    ) -> DagsterEvent:
+        failure = exc_info[1]
+        if not isinstance(failure, dg.Failure):
+            return original(step_context, exc_info, user_failure_data, error_source)
+        error = SerializableErrorInfo(
+            message=failure.description or type(failure).__name__, stack=[], cls_name=type(failure).__name__
+        )
+        return DagsterEvent.step_failure_event(
+            step_context, StepFailureData(error=error, user_failure_data=user_failure_data, error_source=error_source)
+        )
+
+    step_failure_event_from_exc_info._pipeline_message_only = True  # ty: ignore[unresolved-attribute]
+    return step_failure_event_from_exc_info
 
 
 def is_applied() -> bool:
     keys_attribute = AssetsDefinition.__dict__.get("asset_and_check_keys")
     method = StepExecutionContext.__dict__.get("get_output_asset_keys")
     fetch = DataVersionCache.__dict__.get("maybe_fetch_and_get_input_asset_version_info")
+    failure_event = execute_plan.__dict__.get("step_failure_event_from_exc_info")
     return (
         isinstance(keys_attribute, functools.cached_property)
         and getattr(method, "_pipeline_cached", False)
         and getattr(fetch, _PATCHED, False)
+        and getattr(failure_event, "_pipeline_message_only", False)
     )

@@ -18,10 +18,15 @@ Everything is drawn from one ``random.Random(seed)`` consumed day by day, and no
 many days are generated, so ``days=17`` reproduces the files of ``days=14`` byte for byte and adds three more days:
 that is how a demo "gets new data".
 
+The days end today (UTC) unless ``--start`` says otherwise: a newcomer's `make dev` then shows recent data, and
+today's partition already holds files. `make dev` starts the raw partitions on the demo's first day
+(``--first-day`` prints it), so the UI's "Materialize all" -> "All" picks exactly the days there is data for.
+
 CLI::
 
     python -m pipeline.demo_data --landing .data/landing [--seed 42] [--days 14] [--customers 500]
-                                 [--start 2026-11-01] [--if-absent] [--no-progress]
+                                 [--start YYYY-MM-DD] [--if-absent] [--no-progress]
+    python -m pipeline.demo_data --landing .data/landing --first-day
 """
 
 from __future__ import annotations
@@ -37,18 +42,39 @@ import random
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import yaml
 from tqdm import tqdm
+
+from .ingestion.contracts import CONTRACTS_PATH, load_contracts
 
 logger = logging.getLogger("pipeline.demo_data")  # not __name__: under -m that is __main__
 
-CONTRACTS_PATH = Path(__file__).parent / "ingestion" / "contracts.yaml"
+DEFAULT_DAYS = 14
+DEFAULT_CUSTOMERS = 500
+
+
+def default_start(days: int, today: date | None = None) -> date:
+    """The first day of `days` daily exports that end today (UTC)."""
+    return (today or datetime.now(UTC).date()) - timedelta(days=days - 1)
+
+
+def first_landing_day(landing_dir: Path) -> date | None:
+    """The earliest `<YYYY-MM-DD>` folder of any source system under `landing_dir`, loaded (under `processed/`) or
+    not; None when there is none."""
+    days = []
+    for system_dir in [*landing_dir.glob("*"), *landing_dir.glob("processed/*")]:
+        for day_dir in system_dir.glob("*") if system_dir.is_dir() else []:
+            try:
+                days.append(date.fromisoformat(day_dir.name))
+            except ValueError:
+                continue
+    return min(days, default=None)
+
 
 # Which file format each table is delivered in: one of each reader the loader supports.
 FILE_FORMATS: dict[str, str] = {
@@ -232,14 +258,8 @@ class _Transition:
 
 
 def load_contract_columns(contracts_path: Path = CONTRACTS_PATH) -> dict[str, tuple[str, dict[str, str]]]:
-    """Return ``{table: (system, {column: duckdb_type})}`` in contract order."""
-    with contracts_path.open(encoding="utf-8") as fh:
-        contracts = yaml.safe_load(fh)
-    tables: dict[str, tuple[str, dict[str, str]]] = {}
-    for system, spec in contracts["systems"].items():
-        for table, table_spec in spec["tables"].items():
-            tables[table] = (system, dict(table_spec["columns"]))
-    return tables
+    """Return ``{table: (system, {column: duckdb_type})}`` in contract order, read by the loader's own reader."""
+    return {t.table: (t.system, dict(t.columns)) for t in load_contracts(contracts_path)}
 
 
 def landing_key(system: str, day: date, table: str) -> str:
@@ -631,9 +651,9 @@ def generate(
     landing_dir: Path,
     *,
     seed: int = 42,
-    days: int = 14,
-    customers: int = 500,
-    start: date = date(2026, 11, 1),
+    days: int = DEFAULT_DAYS,
+    customers: int = DEFAULT_CUSTOMERS,
+    start: date | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write ``days`` daily exports of every contract table under ``landing_dir`` and return a summary.
@@ -645,6 +665,7 @@ def generate(
         raise ValueError(f"days must be at least 1, got {days}")
     if customers < 1:
         raise ValueError(f"customers must be at least 1, got {customers}")
+    start = start or default_start(days)
     contract = load_contract_columns()
     missing = set(FILE_FORMATS) ^ set(contract)
     if missing:
@@ -707,14 +728,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--landing", type=Path, required=True, help="landing directory to write into")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
-    parser.add_argument("--days", type=int, default=14, help="number of daily exports (default: 14)")
-    parser.add_argument("--customers", type=int, default=500, help="customers in the day-1 export (default: 500)")
+    parser.add_argument("--days", type=int, default=DEFAULT_DAYS, help=f"daily exports (default: {DEFAULT_DAYS})")
     parser.add_argument(
-        "--start", type=date.fromisoformat, default=date(2026, 11, 1), help="first export day, YYYY-MM-DD"
+        "--customers", type=int, default=DEFAULT_CUSTOMERS, help=f"day-1 customers (default: {DEFAULT_CUSTOMERS})"
+    )
+    parser.add_argument(
+        "--start", type=date.fromisoformat, default=None, help="first export day, YYYY-MM-DD (default: end today)"
     )
     parser.add_argument("--if-absent", action="store_true", help="do nothing if the landing dir holds files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--first-day", action="store_true", help="only print the earliest landing day found in the landing dir"
+    )
     args = parser.parse_args(argv)
+    if args.first_day:
+        first = first_landing_day(args.landing)
+        print(first.isoformat() if first else "")  # noqa: T201 - the command's output, read by the Makefile
+        return 0
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.if_absent and _holds_files(args.landing):

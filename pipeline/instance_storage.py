@@ -1,5 +1,5 @@
-"""The local instance's SQLite storage (dagster.yaml, `make dev`): Dagster's own classes, one engine per file, its
-connection kept open.
+"""The local instance's SQLite storage (devstack/dagster.yaml, `make dev`): Dagster's own classes, one engine per
+file, its connection kept open.
 
 Dagster's SQLite event log and run storage build a new SQLAlchemy engine for every connection they open, close the
 connection after one transaction and dispose of the engine. That costs three ways, at 3-6 connections per event
@@ -17,7 +17,7 @@ a laptop's event log (production runs Postgres: deploy/dagster.production.yaml).
 materialization with Dagster's classes, 1.9 ms with these. An idle connection holds no lock (each use is one
 transaction, as before), so the webserver, daemon and run workers share the files exactly as before; schema,
 migrations and file layout are Dagster's. Without a `base_dir` they use Dagster's default folders under
-DAGSTER_HOME (`history/runs/`, `history/`): dagster.yaml needs no paths.
+DAGSTER_HOME (`history/runs/`, `history/`): the instance's dagster.yaml needs no paths.
 """
 
 import os
@@ -59,7 +59,7 @@ os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 #: Dagster hands events it marks as a batch (a run's planned events, a partitioned asset's materializations) to
 #: `store_event_batch` only when this is set, and reads it whenever it handles one. This module is imported when an
-#: instance loads our dagster.yaml, before it makes a run, so the webserver, the daemon and run workers all batch.
+#: instance loads devstack/dagster.yaml, before it makes a run, so the webserver, the daemon and run workers all batch.
 #: Up to this many events share one transaction (others wait for it through SQLite's busy timeout).
 os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "500")
 

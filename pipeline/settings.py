@@ -4,36 +4,75 @@ Local development needs no environment at all: each default points inside the re
 `make dev` works on a laptop. Production sets the same names to an `s3://` landing URL, a real CRM API and a
 Slack webhook. Secrets (`CRM_TOKEN`, `SLACK_WEBHOOK_URL`) never become plain values here: `secret()` hands
 Dagster a `dg.EnvVar`, so the value is resolved inside the run and never lands in config, logs or metadata.
+
+Every setting is checked when the definitions load (`Settings.from_env`): a bad value stops the load with one
+message naming each bad variable, its value (never a secret's) and the form it accepts, rather than surfacing
+later as a Python parse error in a run, or not at all (a misspelt boolean, an unsupported URL scheme).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
-import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / ".data"
 
 #: The DuckDB file allows one writer process: every asset that writes the warehouse sits in this pool,
-#: whose limit is 1 in dagster.yaml.
+#: whose limit is 1 in the instance config (devstack/dagster.yaml, deploy/dagster.production.yaml).
 WAREHOUSE_POOL = "warehouse"
 
 SECRET_NAMES = ("CRM_TOKEN", "SLACK_WEBHOOK_URL", "WEBHOOK_SECRET")
 
 
-#: libyaml's parser when PyYAML was built with it (the wheels are): ~5x faster than the pure-Python one
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: What happens to a landing file after its load (pipeline.ingestion.quarantine.ProcessedAction).
+PROCESSED_ACTIONS = ("move", "tag", "leave")
+CRON = "a cron expression of 5 fields (minute hour day-of-month month day-of-week) such as '0 6 * * *', or @daily"
+ALERT_ROUTES_FORM = 'a JSON object of owner -> http(s) webhook URL, e.g. {"team:finance_data": "https://hooks..."}'
+
+STORE_URL_FORM = "a local folder, file:///path or s3://bucket/prefix"
+
+T = TypeVar("T")
 
 
-def read_yaml(path: Path) -> object:
-    """A YAML file's document, parsed as `yaml.safe_load` does (the code location reads its YAML at every load)."""
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+class ConfigurationError(ValueError):
+    """A setting or a declared file (contracts.yaml, syncs.yaml) the code location cannot load with.
+
+    Its message is everything a user needs (which variable or file:line, the value, the accepted form), so the
+    definitions loader shows it without a traceback (`pipeline.definitions`).
+    """
+
+
+class SettingsError(ConfigurationError):
+    """Every invalid setting at once, one line each: fixing them one load at a time would be slow."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        count = f"{len(problems)} settings are" if len(problems) > 1 else "A setting is"
+        super().__init__(
+            f"{count} invalid (environment variables; the README's settings table lists each one):\n"
+            + "\n".join(f"  {p}" for p in problems)
+        )
+
+
+#: Values a boolean setting accepts, case-insensitively.
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+#: S3's bucket naming rules (3-63 characters: lower-case letters, digits, dots, hyphens; a letter or digit at
+#: both ends)
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 def _path(value: str) -> Path:
@@ -41,24 +80,187 @@ def _path(value: str) -> Path:
     return path if path.is_absolute() else (Path.cwd() / path).resolve()
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = env.get(name) or default
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+def _choice(allowed: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in allowed:
+            raise ValueError("")
+        return value
+
+    return parse
+
+
+def _one_of(allowed: tuple[str, ...]) -> str:
+    return "one of " + ", ".join(allowed)
+
+
+def _region(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9\-]*", value):
+        raise ValueError("")
     return value
 
 
-def _timezone(name: str) -> str:
+def _property_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", value):
+        raise ValueError("")
+    return value
+
+
+def _file_path(value: str) -> Path:
+    path = _path(value)
+    if path.is_dir():
+        raise ValueError("")
+    return path
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = int(value)  # ValueError for "abc", "1.5"; the expected form says all there is to say
+        if number < low or (high is not None and number > high):
+            raise ValueError("")
+        return number
+
+    return parse
+
+
+def _number(low: float, high: float) -> Callable[[str], float]:
+    """A finite number above `low` (exclusive) and at most `high`."""
+
+    def parse(value: str) -> float:
+        number = float(value)
+        if not math.isfinite(number) or not low < number <= high:
+            raise ValueError("")
+        return number
+
+    return parse
+
+
+def _boolean(value: str) -> bool:
+    if value.lower() in TRUE_WORDS:
+        return True
+    if value.lower() in FALSE_WORDS:
+        return False
+    raise ValueError("")
+
+
+def _landing_start(value: str) -> str:
+    """An ISO date no later than today: the first daily partition of the raw tables."""
+    day = date.fromisoformat(value) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) else None
+    if day is None:
+        raise ValueError("")
+    today = datetime.now(UTC).date()
+    if day > today:
+        raise ValueError(f"it is after today ({today}): no landing day would have a partition")
+    return value
+
+
+def _cron(value: str) -> str:
+    """What Dagster's schedules accept, checked by Dagster itself (5 fields or @daily-style, no Feb 30)."""
     try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"PIPELINE_TIMEZONE must be an IANA time zone such as Europe/Berlin, got {name!r}") from exc
-    return name
+        dg.ScheduleDefinition(name="setting_check", cron_schedule=value, job_name="setting_check")
+    except dg.DagsterInvalidDefinitionError:
+        raise ValueError("") from None
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("") from None
+    return value
+
+
+def _http_url(value: str) -> str:
+    """An http(s) URL with a host. Raises with no detail: the value may be a secret (a webhook URL)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError("") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("")
+    return value.rstrip("/")
+
+
+def store_url(value: str) -> str:
+    """A local folder (a path or file://...) or s3://bucket[/prefix]; any other scheme is a mistake, not a folder."""
+    scheme = _SCHEME.match(value)
+    if scheme is None or scheme.group(1) == "file":
+        path = _path(value.removeprefix("file://"))
+        if path.exists() and not path.is_dir():
+            raise ValueError("it is a file")
+        return value
+    if scheme.group(1) != "s3":
+        raise ValueError(f"{scheme.group(1)}:// is not supported")
+    bucket = value.removeprefix("s3://").split("/", 1)[0]
+    if not _BUCKET.match(bucket):
+        raise ValueError(f"{bucket!r} is not a valid bucket name")
+    return value
+
+
+def _folder_holding(filename: str) -> Callable[[str], Path]:
+    def parse(value: str) -> Path:
+        path = _path(value)
+        if not (path / filename).is_file():
+            raise ValueError(f"no {filename} in {path}")
+        return path
+
+    return parse
+
+
+def _alert_routes(value: str) -> dict[str, str]:
+    """Owner -> webhook URL. The URLs are secrets: a problem names the owner, never the URL."""
+    try:
+        routes = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(routes, dict):
+        raise ValueError(f"a JSON {type(routes).__name__}, not an object")
+    bad = [str(owner) for owner, url in routes.items() if not isinstance(url, str) or not _is_http_url(url)]
+    if bad:
+        raise ValueError(f"the route of {', '.join(map(repr, bad))} is not an http(s) URL")
+    return routes
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        _http_url(value)
+    except ValueError:
+        return False
+    return True
+
+
+class _Reader:
+    """Reads settings from an environment, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+        self.problems: list[str] = []
+
+    def __call__(self, name: str, default: T, parse: Callable[[str], T], accepted: str, secret: bool = False) -> T:
+        """The parsed value of `name`, or `default` when it is unset or blank (`NAME=` in a .env file)."""
+        raw = self.env.get(name)
+        if raw is None or not raw.strip():
+            return default
+        try:
+            return parse(raw.strip())
+        except ValueError as exc:
+            # int() and float() explain nothing the expected form does not; the parsers of secret settings put
+            # nothing of the value in their own messages.
+            detail = "" if str(exc).startswith(("invalid literal", "could not convert")) else str(exc)
+            shown = f"{name} (value not shown: a secret)" if secret else f"{name}={raw!r}"
+            self.problems.append(f"{shown}: expected {accepted}" + (f" ({detail})" if detail else ""))
+            return default
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Non-secret settings. Build with `Settings.from_env()` inside a definitions loader or a run."""
+    """Non-secret settings. Build with `Settings.from_env()` inside a definitions loader or a run.
+
+    `from_env` checks every setting, and the form of the secrets, so a mistake stops the code location from
+    loading with one message naming each bad variable, instead of failing a run later (or silently, as a
+    misspelt boolean would).
+    """
 
     landing_url: str
     landing_endpoint_url: str | None
@@ -68,6 +270,8 @@ class Settings:
     sensor_interval_seconds: int
     sensor_overlap_seconds: int
     sensor_lookback_days: int
+    #: how often, at most, a tick lists every landing day when the days before the lookback hold many files
+    sensor_sweep_minutes: float
     warehouse_path: Path
     dbt_project_dir: Path
     dbt_profiles_dir: Path
@@ -95,39 +299,91 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        dbt_project_dir = _path(env.get("DBT_PROJECT_DIR") or str(REPO_ROOT / "dbt_project"))
-        batch_size = int(env.get("CRM_BATCH_SIZE", "100"))
-        if not 1 <= batch_size <= 100:
-            raise ValueError(f"CRM_BATCH_SIZE must be between 1 and 100 (HubSpot's batch limit), got {batch_size}")
-        return cls(
-            landing_url=env.get("LANDING_URL") or str(DATA_DIR / "landing"),
-            landing_endpoint_url=env.get("LANDING_ENDPOINT_URL") or None,
-            landing_region=env.get("LANDING_REGION") or None,
-            landing_start_date=env.get("LANDING_START_DATE") or "2026-01-01",
-            landing_processed_action=_choice(env, "LANDING_PROCESSED_ACTION", "move", ("move", "tag", "leave")),
-            sensor_interval_seconds=int(env.get("LANDING_SENSOR_INTERVAL_SECONDS", "30")),
-            sensor_overlap_seconds=int(env.get("LANDING_SENSOR_OVERLAP_SECONDS", "300")),
-            sensor_lookback_days=int(env.get("LANDING_SENSOR_LOOKBACK_DAYS", "7")),
-            warehouse_path=_path(env.get("DUCKDB_PATH") or str(DATA_DIR / "warehouse.duckdb")),
-            dbt_project_dir=dbt_project_dir,
-            dbt_profiles_dir=_path(env.get("DBT_PROFILES_DIR") or str(dbt_project_dir)),
-            dbt_target=env.get("DBT_TARGET") or None,
-            dbt_partition_incremental=(env.get("DBT_PARTITION_INCREMENTAL") or "1").lower() in ("1", "true", "yes"),
-            dbt_window_lookback_days=int(env.get("DBT_WINDOW_LOOKBACK_DAYS", "3")),
-            crm_url=(env.get("CRM_URL") or "http://127.0.0.1:8765").rstrip("/"),
-            crm_id_property=env.get("CRM_ID_PROPERTY") or "tidewater_customer_id",
-            crm_batch_size=batch_size,
-            crm_timeout_seconds=float(env.get("CRM_TIMEOUT_SECONDS", "30")),
-            webhook_url=(env.get("WEBHOOK_URL") or "http://127.0.0.1:8766/hooks").rstrip("/"),
-            sync_concurrency=int(env.get("SYNC_CONCURRENCY", "4")),
-            ui_base_url=(env.get("DAGSTER_UI_BASE_URL") or "http://127.0.0.1:3000").rstrip("/"),
-            timezone=_timezone(env.get("PIPELINE_TIMEZONE") or "UTC"),
-            daily_build_cron=env.get("DAILY_BUILD_CRON") or "0 6 * * *",
-            raw_freshness_deadline_cron=env.get("RAW_FRESHNESS_DEADLINE_CRON") or "0 9 * * *",
-            mart_freshness_hours=float(env.get("MART_FRESHNESS_HOURS", "26")),
-            dbt_artifacts_url=env.get("DBT_ARTIFACTS_URL") or str(DATA_DIR / "dbt_artifacts"),
+        """Every setting from the environment; raises SettingsError listing each invalid one."""
+        read = _Reader(os.environ if environ is None else environ)
+        http = "an http(s) URL such as https://api.example.com"
+        dbt_project_dir = read(
+            "DBT_PROJECT_DIR",
+            REPO_ROOT / "dbt_project",
+            _folder_holding("dbt_project.yml"),
+            "the folder of a dbt project (holding dbt_project.yml)",
         )
+        settings = cls(
+            landing_url=read("LANDING_URL", str(DATA_DIR / "landing"), store_url, STORE_URL_FORM),
+            landing_endpoint_url=read("LANDING_ENDPOINT_URL", None, _http_url, http),
+            landing_region=read("LANDING_REGION", None, _region, "an AWS region name such as eu-west-1"),
+            landing_start_date=read(
+                "LANDING_START_DATE", "2026-01-01", _landing_start, "a date as YYYY-MM-DD, no later than today"
+            ),
+            landing_processed_action=read(
+                "LANDING_PROCESSED_ACTION", "move", _choice(PROCESSED_ACTIONS), _one_of(PROCESSED_ACTIONS)
+            ),
+            sensor_interval_seconds=read(
+                "LANDING_SENSOR_INTERVAL_SECONDS", 30, _integer(1, 86_400), "a whole number of seconds, 1 to 86400"
+            ),
+            sensor_overlap_seconds=read(
+                "LANDING_SENSOR_OVERLAP_SECONDS", 300, _integer(0, 86_400), "a whole number of seconds, 0 to 86400"
+            ),
+            sensor_lookback_days=read(
+                "LANDING_SENSOR_LOOKBACK_DAYS", 7, _integer(0, 3_660), "a whole number of days, 0 to 3660"
+            ),
+            sensor_sweep_minutes=read(
+                "LANDING_SENSOR_SWEEP_MINUTES", 10.0, _number(0, 10_080), "a number of minutes above 0, at most 10080"
+            ),
+            warehouse_path=read("DUCKDB_PATH", DATA_DIR / "warehouse.duckdb", _file_path, "a file path (not a folder)"),
+            dbt_project_dir=dbt_project_dir,
+            dbt_profiles_dir=read(
+                "DBT_PROFILES_DIR",
+                dbt_project_dir,
+                _folder_holding("profiles.yml"),
+                "the folder holding dbt's profiles.yml",
+            ),
+            dbt_target=read("DBT_TARGET", None, str, "a target name of the dbt profile"),
+            dbt_partition_incremental=read(
+                "DBT_PARTITION_INCREMENTAL", True, _boolean, f"one of {', '.join(TRUE_WORDS + FALSE_WORDS)}"
+            ),
+            dbt_window_lookback_days=read(
+                "DBT_WINDOW_LOOKBACK_DAYS", 3, _integer(0, 366), "a whole number of days, 0 to 366"
+            ),
+            crm_url=read("CRM_URL", "http://127.0.0.1:8765", _http_url, http),
+            crm_id_property=read(
+                "CRM_ID_PROPERTY", "tidewater_customer_id", _property_name, "a CRM property name such as customer_id"
+            ),
+            crm_batch_size=read(
+                "CRM_BATCH_SIZE", 100, _integer(1, 100), "a whole number from 1 to 100 (HubSpot's batch limit)"
+            ),
+            crm_timeout_seconds=read(
+                "CRM_TIMEOUT_SECONDS", 30.0, _number(0, 3_600), "a number of seconds above 0, at most 3600"
+            ),
+            webhook_url=read("WEBHOOK_URL", "http://127.0.0.1:8766/hooks", _http_url, http),
+            sync_concurrency=read("SYNC_CONCURRENCY", 4, _integer(1, 64), "a whole number from 1 to 64"),
+            ui_base_url=read("DAGSTER_UI_BASE_URL", "http://127.0.0.1:3000", _http_url, http),
+            timezone=read("PIPELINE_TIMEZONE", "UTC", _timezone, "an IANA time zone such as Europe/Berlin or UTC"),
+            daily_build_cron=read("DAILY_BUILD_CRON", "0 6 * * *", _cron, CRON),
+            raw_freshness_deadline_cron=read("RAW_FRESHNESS_DEADLINE_CRON", "0 9 * * *", _cron, CRON),
+            mart_freshness_hours=read(
+                "MART_FRESHNESS_HOURS", 26.0, _number(0, 8_784), "a number of hours above 0, at most 8784 (a year)"
+            ),
+            dbt_artifacts_url=read("DBT_ARTIFACTS_URL", str(DATA_DIR / "dbt_artifacts"), store_url, STORE_URL_FORM),
+        )
+        # Read by dbt's profile and by the alert sensors, not kept here; their form is checked all the same.
+        read("DBT_THREADS", 4, _integer(1, 256), "a whole number of threads, 1 to 256")
+        read("ALERT_ROUTES", {}, _alert_routes, ALERT_ROUTES_FORM, secret=True)  # as alert_routes() reads it
+        for name in ("ALERT_WEBHOOK_URL", "SLACK_WEBHOOK_URL"):
+            read(name, None, _http_url, "an http(s) webhook URL", secret=True)
+        if read.problems:
+            raise SettingsError(read.problems)
+        return settings
+
+
+def alert_routes(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """ALERT_ROUTES (owner -> webhook URL), read when an alert sensor evaluates; `Settings.from_env` already
+    checked its form when the definitions loaded."""
+    read = _Reader(os.environ if environ is None else environ)
+    routes = read("ALERT_ROUTES", {}, _alert_routes, ALERT_ROUTES_FORM, secret=True)
+    if read.problems:
+        raise SettingsError(read.problems)
+    return routes
 
 
 def secret(name: str, environ: Mapping[str, str] | None = None) -> dg.EnvVar | None:

@@ -1,7 +1,7 @@
 """The benchmark cases in the order `python -m bench` runs them; a new case: a module with `CASE`, listed here."""
 
 from ..harness import Case
-from . import activation, end_to_end, ingest, load, overhead, sensor
+from . import activation, end_to_end, first_hour, ingest, load, overhead, sensor
 
 CASES: dict[str, Case] = {
     case.id: case
@@ -12,5 +12,6 @@ CASES: dict[str, Case] = {
         sensor.CASE,
         activation.CASE,
         end_to_end.CASE,
+        first_hour.CASE,
     )
 }

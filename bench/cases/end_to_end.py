@@ -1,8 +1,8 @@
 """P7 (issue 6): with `dagster dev` running and a 15 s arrival-sensor interval, a file landing reaches the CRM within
 60 s: from the moment the file appears in the landing folder until the CRM holds its records with the new values.
 
-The stack is the browser test's fully temporary one (`devstack.dagster_dev`: instance with our dagster.yaml, landing
-folder, DuckDB warehouse, local CRM and webhook receiver, `dagster dev` on a free port) with
+The stack is the browser test's fully temporary one (`devstack.dagster_dev`: instance with devstack/dagster.yaml,
+landing folder, DuckDB warehouse, local CRM and webhook receiver, `dagster dev` on a free port) with
 LANDING_SENSOR_INTERVAL_SECONDS=15; both sensors (`landing_arrival_sensor`, `downstream_automation`, 15 s) run —
 they default to RUNNING, and are started through GraphQL should they not.
 
@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from devstack.dagster_dev import LOCATION, REPOSITORY, DagsterDev, dagster_dev
+from devstack.dagster_dev import DagsterDev, dagster_dev, launch_assets
 from pipeline.demo_data import generate
 
 from ..harness import Case, Row, Setup
@@ -102,17 +102,6 @@ query ($runId: ID!) {
 }
 """
 ASSET_NODES_QUERY = "{ assetNodes { assetKey { path } dependencyKeys { path } isPartitioned isMaterializable } }"
-LAUNCH_RUN_MUTATION = """
-mutation ($params: ExecutionParams!) {
-  launchPipelineExecution(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}
-"""
 
 
 def materialize_roots(dev: DagsterDev) -> list[str]:
@@ -128,15 +117,7 @@ def materialize_roots(dev: DagsterDev) -> list[str]:
         and not n["isPartitioned"]
         and not any(tuple(d["path"]) in materializable for d in n["dependencyKeys"])
     ]
-    selector = {
-        "repositoryLocationName": LOCATION,
-        "repositoryName": REPOSITORY,
-        "pipelineName": "__ASSET_JOB",
-        "assetSelection": roots,
-    }
-    launched = dev.gql(LAUNCH_RUN_MUTATION, params={"selector": selector, "mode": "default"})
-    if launched["launchPipelineExecution"]["__typename"] != "LaunchRunSuccess":
-        raise AssertionError(f"could not launch {roots}: {launched}")
+    launch_assets(dev.gql, *(key["path"] for key in roots))
     return ["/".join(key["path"]) for key in roots]
 
 
@@ -169,8 +150,10 @@ def failures(dev: DagsterDev, failed: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def wait_until_idle(dev: DagsterDev, *, since: float | None, timeout: float) -> list[dict[str, Any]]:
-    """Until no run is active and none was created for QUIET_SECONDS; fails on a failed run created after `since`
+def wait_until_idle(
+    dev: DagsterDev, *, since: float | None, timeout: float, quiet: float = QUIET_SECONDS
+) -> list[dict[str, Any]]:
+    """Until no run is active and none was created for `quiet` seconds; fails on a failed run created after `since`
     (None: failures are returned, not raised)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -182,7 +165,7 @@ def wait_until_idle(dev: DagsterDev, *, since: float | None, timeout: float) -> 
             raise AssertionError(f"runs failed; see {dev.log}\n{failures(dev, failed)}")
         active = [r for r in recent if r["status"] in ACTIVE_RUN_STATUSES]
         newest = max((r["creationTime"] for r in recent), default=0.0)
-        if not active and time.time() - newest >= QUIET_SECONDS:
+        if not active and time.time() - newest >= quiet:
             return failed
         if time.monotonic() > deadline:
             raise AssertionError(f"not idle after {timeout:.0f} s: {len(active)} run(s) active; see {dev.log}")
@@ -339,7 +322,7 @@ def prepare(quick: bool, workdir: Path) -> Iterator[Setup]:
         unused = iter(new_days)
         notes = [
             "Stack: `devstack.dagster_dev` (what the browser test starts): `dagster dev` on a temporary"
-            " instance with the repository's dagster.yaml (queued runs, `warehouse` pool limit 1), the local"
+            " instance with devstack/dagster.yaml (queued runs, `warehouse` pool limit 1), the local"
             " CRM and webhook receiver; LANDING_SENSOR_INTERVAL_SECONDS=15, `downstream_automation` every"
             " 15 s (both sensors RUNNING by default, checked through GraphQL)",
             f"Before timing: demo data ({customers} customers on day 1) for {backlog[0]}..{backlog[-1]}, all"

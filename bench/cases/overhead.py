@@ -4,7 +4,7 @@ real-world-shaped ~1,000-model project (bench/synthetic.py); the demo row holds 
 Three sides, each a fresh process per repetition, from the same warehouse and `target/` state:
 
 - **ours**: the run worker of this code location, exactly as a run launcher starts it: the run of every dbt asset is
-  created in a fresh instance configured by our dagster.yaml (SQLite storage, as `make dev` uses) the way the
+  created in a fresh instance configured by devstack/dagster.yaml (SQLite storage, as `make dev` uses) the way the
   webserver or daemon creates it (untimed), then `python -m dagster api execute_run <args>` runs it — interpreter,
   imports, loading `pipeline.definitions` (DBT_PROJECT_DIR at the project, default settings), the run. That runs our
   dbt op: `dbt build` through dbt_launcher.py (seeds that feed sources ordered first, results reported while dbt
@@ -42,6 +42,7 @@ from pathlib import Path
 import duckdb
 
 from bench.synthetic import generate
+from devstack import INSTANCE_YAML
 
 from ..harness import REPO_ROOT, Case, Row, Setup, stopwatch
 from ..processes import clean_env, dbt_parse, run_dbt, run_python, run_timed
@@ -159,10 +160,11 @@ def prepare(quick: bool, workdir: Path) -> Iterator[Setup]:
             rows.append(Row(f"… {label}: our run alone (run start to end) vs bare", f"ours {label}: run", bare))
         notes.append(bench_project.note)
     notes += [
-        "Ours and stock: a fresh `python -c` process per repetition, as a run worker: imports, then"
-        " `ReconstructableRepository.for_module(<module>, 'defs')` -> `__ASSET_JOB` subset to every dbt asset ->"
-        " `get_definition()` (the code location's load), then `dg.execute_job(...)` against a fresh instance with"
-        " our dagster.yaml; `process` is the subprocess's wall time from the parent, `run` the `execute_job` call",
+        "Ours and stock: per repetition a fresh instance (devstack/dagster.yaml) and a run of every dbt asset created"
+        " in it as the webserver or daemon creates one (untimed); then, timed, the run worker a run launcher starts:"
+        " `python -m dagster api execute_run <args>` (it loads the code location itself: twice, as Dagster 1.13's"
+        " worker does for a run with an asset selection); `process` is its wall time, `process CPU` the CPU time of"
+        " its process tree (the dbt subprocesses included), `run` the run's start to end from the run storage",
         "Ours: module `pipeline.definitions`, DBT_PROJECT_DIR/DBT_PROFILES_DIR at the project, DUCKDB_PATH at the"
         " repetition's warehouse, other settings in a temp folder; stock: module `bench.stock_dbt`",
         "Bare: `dbt seed` (when the project needs it) then `dbt build`, `--project-dir P --profiles-dir P`, the"
@@ -225,7 +227,13 @@ def prepare_demo(root: Path, size: dict[str, int]) -> BenchProject:
     shutil.copytree(REPO_ROOT / "dbt_project", project, ignore=shutil.ignore_patterns("target", "logs"))
     template = root / "template.duckdb"  # not raw.duckdb: its catalog name would clash with schema raw
     with stopwatch() as made:
-        summary = demo_data(root / "landing", days=size["days"], customers=size["customers"], progress=False)
+        summary = demo_data(
+            root / "landing",
+            days=size["days"],
+            customers=size["customers"],
+            start=date.fromisoformat(DEMO_START),
+            progress=False,
+        )
         env = clean_env(
             DUCKDB_PATH=str(template),
             DBT_PROJECT_DIR=str(project),
@@ -293,7 +301,7 @@ def side_measures(bp: BenchProject, workdir: Path) -> dict[str, Callable[[], dic
     def settings(side: str, n: int) -> dict[str, str]:
         home = workdir / "dagster_home" / f"{side}-{label}-{n}"
         home.mkdir(parents=True)
-        shutil.copy(REPO_ROOT / "dagster.yaml", home)  # the instance `make dev` runs: our dagster.yaml
+        shutil.copy(INSTANCE_YAML, home)  # the instance `make dev` runs: devstack/dagster.yaml
         return clean_env(
             DBT_PROJECT_DIR=str(bp.project),
             DBT_PROFILES_DIR=str(bp.project),

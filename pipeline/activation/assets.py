@@ -15,9 +15,9 @@ from ..resources import CrmResource, HttpDestinationResource, SlackResource, War
 from ..settings import WAREHOUSE_POOL, Settings
 from ..transformation.assets import DbtStage
 from .destinations import CrmDestination, WebhookDestination
-from .gates import blast_radius_refusal, describe, gather, input_refusals
+from .gates import INPUT_ACTION, blast_radius_refusal, describe, gather, input_refusals
 from .outbox import REJECTED, Destination, DiffCounts, SyncOutcome, run_sync
-from .syncs import ResolvedSync, SyncSpec, load_syncs, resolve_syncs
+from .syncs import ResolvedSync, SyncSpec, load_syncs, relation_problem, resolve_syncs
 from .transport import RetryingSender
 
 ACTIVATION_GROUP = "activation"
@@ -126,7 +126,9 @@ def build_sync_asset(sync: ResolvedSync, depth: int = 1) -> dg.AssetsDefinition:
         reasons = input_refusals(gather(context.instance, sync.model_key, sync.upstream, sync.checks), spec.model)
         if reasons and not config.force:
             raise dg.Failure(
-                describe(reasons), metadata={"refusals": dg.MetadataValue.json(reasons)}, allow_retries=False
+                describe(reasons, INPUT_ACTION),
+                metadata={"refusals": dg.MetadataValue.json(reasons)},
+                allow_retries=False,
             )
         for reason in reasons:
             context.log.warning(f"Forced past: {reason}")
@@ -143,6 +145,9 @@ def build_sync_asset(sync: ResolvedSync, depth: int = 1) -> dg.AssetsDefinition:
                 )
 
         with warehouse.connect() as conn, open_destination(spec, resource, sender) as destination:
+            unreadable = relation_problem(conn, sync, warehouse.path)
+            if unreadable:
+                raise dg.Failure(unreadable, allow_retries=False)
             try:
                 outcome = run_sync(
                     conn,

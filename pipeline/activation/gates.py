@@ -94,5 +94,13 @@ def blast_radius_refusal(counts: DiffCounts, state_rows: int, max_share: float) 
     return None
 
 
-def describe(reasons: Iterable[str]) -> str:
-    return "Sync refused: " + "; ".join(reasons)
+#: what the owner can do about a refusal for the input's sake (a blast-radius refusal says its own)
+INPUT_ACTION = (
+    "Nothing was sent: the sync sends once the input is fixed and the model rebuilt, or now with `force: true` in"
+    " its run config."
+)
+
+
+def describe(reasons: Iterable[str], action: str = "") -> str:
+    """The refusal as the step failure and the alert quote it: an expected outcome, said in words (no stack)."""
+    return "Sync refused: " + "; ".join(reasons) + (f". {action}" if action else "")

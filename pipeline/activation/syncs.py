@@ -1,20 +1,38 @@
-"""Typed view of syncs.yaml, resolved against the loaded dbt manifest."""
+"""Typed view of syncs.yaml, resolved against the loaded dbt manifest.
+
+The file is checked whole when the definitions load, every problem reported at once as file:line. It names the
+dbt project it is written for (`dbt_project:`, the `name` in that project's dbt_project.yml): with that project
+loaded, a sync whose model the project lacks is a load error at the sync's line (a typo, a renamed model); with
+another project loaded (DBT_PROJECT_DIR pointing at another team's), the file's syncs do not apply and a warning
+says so, so any dbt project loads under the default settings and nothing is dropped silently.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import logging
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 
-from ..settings import read_yaml
+from ..config_files import ConfigFileError, MarkedDict, Problems, load_marked, shown_path
 
 SYNCS_PATH = Path(__file__).with_name("syncs.yaml")
 DESTINATIONS = ("crm_contacts", "webhook")
 MODES = ("upsert", "mirror")
+FILE_KEYS = ("dbt_project", "syncs")
+SYNC_KEYS = ("description", "model", "destination", "path", "primary_key", "fields", "mode", "owner")
+SYNC_KEYS += ("max_change_share",)
+#: A sync is an asset named after it.
+SYNC_NAME = (re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), "a letter or _, then letters, digits or _ (it names an asset)")
+WEBHOOK_PATH = re.compile(r"/[A-Za-z0-9_\-./~]*")
+WHAT_TO_DO = "fix the file and reload the code location; the comments at its top describe each key"
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +52,11 @@ class SyncSpec:
     path: str = ""
     #: who answers for the sync (an email or `team:name`); its failure alerts are routed to them
     owner: str | None = None
+    #: the dbt project (its dbt_project.yml `name`) the declaring file is written for; None: any project
+    dbt_project: str | None = field(default=None, compare=False)
+    #: the declaring file and the line of the sync's `model`, for errors that point there
+    source: Path | None = field(default=None, compare=False)
+    model_line: int = field(default=0, compare=False)
 
     @property
     def destination_path(self) -> str:
@@ -86,27 +109,101 @@ def gate_scope(
 
 
 def load_syncs(path: Path = SYNCS_PATH) -> list[SyncSpec]:
-    document = read_yaml(path) or {}
-    syncs = []
-    for name, s in (document.get("syncs") or {}).items():
-        spec = SyncSpec(
-            name=name,
-            description=s.get("description", ""),
-            model=s["model"],
-            destination=s["destination"],
-            primary_key=s["primary_key"],
-            mode=s.get("mode", "upsert"),
-            fields={str(k): str(v) for k, v in (s.get("fields") or {}).items()},
-            max_change_share=float(s.get("max_change_share", 0.5)),
-            path=str(s.get("path") or ""),
-            owner=s.get("owner"),
-        )
-        if spec.destination not in DESTINATIONS or spec.mode not in MODES or not spec.fields:
-            raise ValueError(
-                f"{path}: sync {name} needs destination in {DESTINATIONS}, mode in {MODES} and at least one field"
-            )
-        syncs.append(spec)
+    """Every sync of the file, or ConfigFileError listing each problem as file:line."""
+    problems = Problems(path)
+    document = problems.mapping(load_marked(path), 1, "the file")
+    syncs: list[SyncSpec] = []
+    if document is not None:
+        problems.keys(document, FILE_KEYS, "the file")
+        project = problems.text(document, "dbt_project", "the file")
+        if "dbt_project" not in document:
+            problems.add(1, "the file: `dbt_project` is required: the `name` in the dbt_project.yml the syncs are for")
+        declared = problems.mapping(document.get("syncs"), document.line_of("syncs", 1), "`syncs`")
+        for name in declared or {}:
+            sync = _sync(problems, declared, name, project, path)
+            if sync is not None:
+                syncs.append(sync)
+        _check_destinations(problems, syncs, declared)
+    problems.raise_if_any(WHAT_TO_DO)
     return syncs
+
+
+def _sync(problems: Problems, declared: MarkedDict, key: Any, project: str | None, path: Path) -> SyncSpec | None:
+    name = str(key)
+    where = f"sync {name}"
+    spec, line = problems.entry(declared, key, where, SYNC_NAME, SYNC_KEYS)
+    if spec is None:
+        return None
+    at = {key: spec.line_of(key, line) for key in SYNC_KEYS}
+    destination = problems.text(spec, "destination", where, required=True, line=line)
+    if destination is not None and destination not in DESTINATIONS:
+        problems.add(at["destination"], f"{where}: destination {destination!r} is not one of {', '.join(DESTINATIONS)}")
+    mode = spec.get("mode", "upsert")
+    if mode not in MODES:
+        problems.add(at["mode"], f"{where}: mode {mode!r} is not one of {', '.join(MODES)}")
+    share = spec.get("max_change_share", 0.5)
+    if isinstance(share, str):  # YAML 1.1 reads 1e-3 (no '.') as text
+        with contextlib.suppress(ValueError):
+            share = float(share)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+        problems.add(at["max_change_share"], f"{where}: max_change_share {share!r} must be a number above 0, at most 1")
+    path_ = problems.text(spec, "path", where)
+    if path_ is not None and destination != "webhook":
+        problems.add(at["path"], f"{where}: `path` applies to webhook destinations only")
+    elif path_ is not None and not WEBHOOK_PATH.fullmatch(path_):
+        problems.add(
+            at["path"], f"{where}: path {path_!r} must start with / and hold only letters, digits and _ - . / ~"
+        )
+    sync = SyncSpec(
+        name=name,
+        description=problems.text(spec, "description", where) or "",
+        model=problems.text(spec, "model", where, required=True, line=line) or "",
+        destination=destination or "",
+        primary_key=problems.text(spec, "primary_key", where, required=True, line=line) or "",
+        mode=str(mode),
+        fields=_fields(problems, spec, where, line),
+        max_change_share=float(share) if isinstance(share, int | float) else 0.5,
+        path=path_ or "",
+        owner=problems.text(spec, "owner", where),
+        dbt_project=project,
+        source=path,
+        model_line=at["model"],
+    )
+    return sync
+
+
+def _fields(problems: Problems, spec: MarkedDict, where: str, line: int) -> dict[str, str]:
+    """Model column -> destination property; two columns cannot write one property."""
+    fields = problems.mapping(spec.get("fields"), spec.line_of("fields", line), f"{where}: `fields`")
+    if fields is None:
+        return {}
+    if not fields:
+        problems.add(fields.line, f"{where}: `fields` maps no column")
+    found: dict[str, str] = {}
+    written: dict[str, str] = {}
+    for column, prop in fields.items():
+        if not isinstance(prop, str) or not prop.strip() or not isinstance(column, str):
+            problems.add(fields.line_of(column), f"{where}: field {column!r} must map a column to a property name")
+            continue
+        if prop in written:
+            problems.add(fields.line_of(column), f"{where}: {column} and {written[prop]} both write property {prop}")
+        written.setdefault(prop, column)
+        found[column] = prop
+    return found
+
+
+def _check_destinations(problems: Problems, syncs: list[SyncSpec], declared: MarkedDict | None) -> None:
+    """One sync per destination object: each is one asset (crm/contacts, webhook/<path>) written by one sync."""
+    seen: dict[tuple[str, str], str] = {}
+    for sync in syncs:
+        target = (sync.destination, sync.destination_path if sync.destination == "webhook" else "")
+        if target in seen and declared is not None:
+            problems.add(
+                declared.line_of(sync.name),
+                f"sync {sync.name}: {seen[target]} writes {sync.destination}{target[1]} already; one sync per"
+                " destination object",
+            )
+        seen.setdefault(target, sync.name)
 
 
 def resolve_syncs(
@@ -115,20 +212,79 @@ def resolve_syncs(
     asset_key_of: Any,
     extra_checks: Mapping[dg.AssetKey, list[str]] | None = None,
 ) -> list[ResolvedSync]:
-    """Attach each sync to its model's asset key and relation; syncs whose model is absent are dropped."""
+    """Attach each sync to its model's asset key and relation.
+
+    Syncs written for another dbt project than the loaded one are left out, with a warning; a sync written for
+    this project whose model it lacks stops the load (ConfigFileError at the sync's `model` line).
+    """
+    project = manifest.get("metadata", {}).get("project_name")
     models = {
         node["name"]: node
         for node in manifest.get("nodes", {}).values()
         if node.get("resource_type") in ("model", "snapshot", "seed")
     }
+    foreign = [s for s in specs if s.dbt_project is not None and s.dbt_project != project]
+    if foreign:
+        log.warning(foreign_syncs_warning(foreign, project))
+    missing = [s for s in specs if s not in foreign and s.model not in models]
+    if missing:
+        raise missing_models_error(missing, project, list(models))
     resolved = []
     for spec in specs:
-        node = models.get(spec.model)
-        if node is None:
-            log.warning(
-                "Sync %s reads dbt model %s, which this dbt project does not have: sync left out", spec.name, spec.model
-            )
+        if spec in foreign:
             continue
+        node = models[spec.model]
         upstream, checks = gate_scope(manifest, node["unique_id"], asset_key_of, extra_checks or {})
         resolved.append(ResolvedSync(spec, asset_key_of(node["unique_id"]), node["relation_name"], upstream, checks))
     return resolved
+
+
+def foreign_syncs_warning(foreign: list[SyncSpec], project: str | None) -> str:
+    by_file: dict[str, list[SyncSpec]] = {}
+    for spec in foreign:
+        by_file.setdefault(shown_path(spec.source) if spec.source else "syncs", []).append(spec)
+    return "; ".join(
+        f"{where} is written for dbt project {specs[0].dbt_project!r} and the loaded one is {project!r}"
+        f" (DBT_PROJECT_DIR): its syncs {', '.join(s.name for s in specs)} are left out. To sync this project's"
+        f" models, set `dbt_project: {project}` there and name its models"
+        for where, specs in by_file.items()
+    )
+
+
+def missing_models_error(missing: list[SyncSpec], project: str | None, models: list[str]) -> ConfigFileError:
+    """One error per declaring file, each sync at its `model` line, with the closest model the project has."""
+    problems = []
+    for spec in missing:
+        close = difflib.get_close_matches(spec.model, models, n=1)
+        hint = f"did you mean {close[0]}?" if close else "build or rename the model, or remove the sync"
+        problems.append(
+            (
+                spec.model_line,
+                f"sync {spec.name} reads model {spec.model!r}, which dbt project {project!r} lacks ({hint})",
+            )
+        )
+    return ConfigFileError(missing[0].source or SYNCS_PATH, problems, WHAT_TO_DO)
+
+
+def relation_problem(conn: duckdb.DuckDBPyConnection, sync: ResolvedSync, warehouse: str) -> str | None:
+    """Why the sync cannot read its model's table, or None: the table was never built in this warehouse, or it
+    lacks a column the sync reads. Waiting does not fix either, so the sync fails at once instead of retrying a
+    DuckDB catalog error."""
+    spec = sync.spec
+    try:
+        described = conn.execute(f"DESCRIBE {sync.relation}").fetchall()
+    except duckdb.CatalogException:
+        return (
+            f"Sync {spec.name} reads dbt model {spec.model}, whose table {sync.relation} does not exist in the"
+            f" warehouse {warehouse}: the model has not been built there yet. Materialize {spec.model} (with its"
+            " upstream assets, or Materialize all), then this sync."
+        )
+    columns = {row[0].lower() for row in described}
+    missing = [c for c in spec.columns if c.lower() not in columns]
+    if missing:
+        return (
+            f"Sync {spec.name} reads column(s) {', '.join(missing)} of {spec.model} ({sync.relation}), which its"
+            f" table lacks (it has {', '.join(row[0] for row in described)}): fix the sync's primary_key / fields"
+            f" in {shown_path(spec.source or SYNCS_PATH)} or add the column(s) to the model."
+        )
+    return None

@@ -2,7 +2,9 @@
 
 Both sensors post a Slack-style message (`{"text": ...}`, Slack incoming-webhook compatible) with what an on-call
 person needs to act: the run, the job, the failed step and the assets it left unbuilt, the first lines of the error
-and a link to the run in the UI (`DAGSTER_UI_BASE_URL`). Messages are routed by asset owner:
+and a link to the run in the UI (`DAGSTER_UI_BASE_URL`). Times are local times in `PIPELINE_TIMEZONE`
+("2026-12-01 06:12 CET"), never epoch seconds. An expected data error (a `dg.Failure`: a quarantined file, a sync
+gate's refusal) is quoted by its message alone; a crash keeps its stack trace. Messages are routed by asset owner:
 
     ALERT_ROUTES='{"team:finance_data": "https://hooks.slack.com/...", "analytics@tidewater.example": "https://..."}'
     ALERT_WEBHOOK_URL=https://hooks.slack.com/...      everything no route claims
@@ -14,17 +16,22 @@ URLs) and are read when a sensor evaluates, never stored in config. With neither
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import httpx
 
 from ..activation.transport import RetryingSender, RetryPolicy
-from ..settings import Settings
+from ..settings import Settings, alert_routes
+
+if TYPE_CHECKING:
+    from dagster._core.execution.plan.objects import StepFailureData  # DagsterEvent.step_failure_data
 
 ERROR_LINES = 8
 MAX_ASSETS_LISTED = 10
@@ -38,14 +45,7 @@ class AlertRoutes:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AlertRoutes:
         env = os.environ if environ is None else environ
-        raw = env.get("ALERT_ROUTES") or "{}"
-        try:
-            routes = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"ALERT_ROUTES must be a JSON object of owner -> webhook URL: {exc}") from exc
-        if not isinstance(routes, dict) or not all(isinstance(v, str) for v in routes.values()):
-            raise ValueError("ALERT_ROUTES must be a JSON object of owner -> webhook URL")
-        return cls(routes=routes, default=env.get("ALERT_WEBHOOK_URL") or None)
+        return cls(routes=alert_routes(env), default=env.get("ALERT_WEBHOOK_URL") or None)
 
     def targets(self, owners: Iterable[str]) -> list[str]:
         """The webhooks for these owners (each once); the default when no owner has a route."""
@@ -83,6 +83,20 @@ def deliver(owners: Iterable[str], text: str, log: dg.DagsterLogManager) -> int:
     return post(urls, text, log)
 
 
+def local_time(timestamp: float, timezone: str) -> str:
+    """`2026-12-01 06:12 CET`: a time as the people the alert goes to read it (PIPELINE_TIMEZONE)."""
+    return datetime.fromtimestamp(timestamp, ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def duration(seconds: float) -> str:
+    """`26 h`, `3 h 10 min`, `45 min`: how long, to the minute."""
+    hours, minutes = divmod(round(seconds / 60), 60)
+    parts = [f"{hours} h"] if hours else []
+    if minutes or not parts:
+        parts.append(f"{minutes} min")
+    return " ".join(parts)
+
+
 def first_lines(text: str, count: int = ERROR_LINES) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return "\n".join(lines[:count]) + ("\n…" if len(lines) > count else "")
@@ -101,25 +115,63 @@ class StepFailure:
     assets: frozenset[dg.AssetKey]
 
 
+#: Events that end a step's attempt; a step whose last STEP_START has none after it was still running when the run
+#: ended (its worker was killed: no STEP_FAILURE is ever written for it). A retry request is not an end.
+STEP_ENDS = (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_SKIPPED)
+
+
 def failed_steps(instance: dg.DagsterInstance, run_id: str) -> list[StepFailure]:
-    """Each failed step of the run, its error, and the assets it was to build but did not (failed or skipped)."""
+    """Each failed step of the run, its error, and the assets it was to build but did not (failed or skipped).
+
+    A step the run died in (its worker killed, out of memory) counts as failed, with what was logged about the run
+    after the step's last event as its error (the code server's "terminated by signal 9 (SIGKILL)", run monitoring's
+    "run worker ... no longer exists")."""
     planned: dict[str, set[dg.AssetKey]] = defaultdict(set)
     materialized: set[dg.AssetKey] = set()
     failures: dict[str, str] = {}
+    running: set[str] = set()
+    after_last_step_event: list[str] = []
     for record in instance.all_logs(run_id):
         event = record.dagster_event
         if event is None:
             continue
+        if event.step_key:
+            after_last_step_event = []
+        elif event.event_type in (dg.DagsterEventType.ENGINE_EVENT, dg.DagsterEventType.RUN_FAILURE):
+            after_last_step_event.append(event.message or record.user_message)
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED and event.asset_key:
             planned[event.step_key or ""].add(event.asset_key)
         elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and event.asset_key:
             materialized.add(event.asset_key)
-        elif event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_key:
-            error = event.step_failure_data.error if event.step_failure_data else None
-            failures[event.step_key] = error.to_string() if error else record.user_message
+        elif event.event_type == dg.DagsterEventType.STEP_START and event.step_key:
+            running.add(event.step_key)
+        elif event.event_type in STEP_ENDS and event.step_key:
+            running.discard(event.step_key)
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_key:
+            failures[event.step_key] = failure_text(event.step_failure_data) or record.user_message
+    died = "\n".join(["The run ended while this step was running.", *filter(None, after_last_step_event)])
+    failures.update({step: died for step in sorted(running)})
     return [
         StepFailure(step, error, frozenset(planned.get(step, set()) - materialized)) for step, error in failures.items()
     ]
+
+
+def failure_text(data: StepFailureData | None) -> str:
+    """What a step failure says to a person: a `dg.Failure`'s own message, without a stack trace, or a crash's error
+    with the stack of the code that raised it.
+
+    Dagster stores a `dg.Failure` as any exception — its message, the stack (user code and framework frames) and the
+    cause — plus the Failure's description and metadata as `user_failure_data`. The description is the message the
+    code wrote for a person (which file, what was wrong, where it went, what to do); the frames say nothing an
+    analytics engineer can act on. Anything else is a crash, and its stack is what a developer needs:
+    `error_display_string` is Dagster's rendering of it that leaves out the framework's own frames.
+    """
+    if data is None:
+        return ""
+    user = data.user_failure_data
+    if user is not None and user.description:
+        return user.description
+    return data.error_display_string if data.error else ""
 
 
 def failure_message(

@@ -16,6 +16,11 @@ downstream carries `on_upstream_change(...)`, evaluated by `AUTOMATION_SENSOR`:
   are daily-partitioned from LANDING_START_DATE, and most past days never receive files — and it does not
   materialize assets merely because they are missing (a fresh deployment waits for data, not for a cron); but an
   unpartitioned parent (a seed, a staging view, a mart) must exist or be built in the same run;
+- a tick that requests several partitions of one asset (a backlog, a late file with today's) becomes one
+  backfill, which honours the assets' single-run backfill policies: one run over the range, not one per day.
+
+Seeds have no upstream, so no upstream change ever builds them: they carry `on_seed_change()` instead, built when
+missing (a fresh deployment: landing files alone then carry it all the way to the CRM) or when their CSV changed.
 
 Failed upstream checks are not a reason to hold back here: the sync gates refuse to send and fail with the reason,
 which is what pages the owner (see `alerts`).
@@ -31,8 +36,9 @@ PARTITIONED_TAG_KEY, PARTITIONED_TAG_VALUE = "partitioned", "daily"
 PARTITIONED_TAG = {PARTITIONED_TAG_KEY: PARTITIONED_TAG_VALUE}
 #: Parents that need not exist for a downstream asset to run: daily-partitioned ones, and external assets (the
 #: landing prefixes, dbt sources without an ingestion asset), which Dagster never materializes.
-NOT_REQUIRED = dg.AssetSelection.tag(PARTITIONED_TAG_KEY, PARTITIONED_TAG_VALUE) | (
-    dg.AssetSelection.all(include_sources=True) - dg.AssetSelection.all()
+#: (`is:external` in Dagster's selection syntax; `AssetSelection.all(include_sources=True)` is a beta parameter.)
+NOT_REQUIRED = dg.AssetSelection.tag(PARTITIONED_TAG_KEY, PARTITIONED_TAG_VALUE) | dg.AssetSelection.from_string(
+    "is:external"
 )
 
 
@@ -78,6 +84,16 @@ def on_upstream_change(depth: int, separate_runs: dg.AssetSelection | None = Non
     )
 
 
+@cache
+def on_seed_change() -> dg.AutomationCondition:
+    """A dbt seed: built when it does not exist yet or its CSV changed (dbt's checksum is its code version), never
+    while it is being built."""
+    return (
+        (dg.AutomationCondition.missing() | dg.AutomationCondition.code_version_changed())
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("on_seed_change")
+
+
 def longest_path(parents: dict[str, list[str]]) -> int:
     """Edges on the longest path of a DAG given as node -> parents (e.g. a dbt manifest's parent_map)."""
     memo: dict[str, int] = {}
@@ -107,6 +123,7 @@ AUTOMATION_SENSOR = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=15,
-    description="Requests dbt models and syncs whose upstream changed (on_upstream_change), one run per change.",
-    emit_backfills=False,
+    description="Requests dbt models and syncs whose upstream changed (on_upstream_change) and seeds that are missing"
+    " or changed; several days at once become one backfill (single-run policies: one run per range).",
+    emit_backfills=True,
 )

@@ -13,6 +13,14 @@ the cursor small however many objects the bucket holds.
 Why list by date prefix: keys are `<system>/<YYYY-MM-DD>/<file>`, and S3 lists in key order, so
 `StartAfter=<system>/<first day>` skips every older day on the server side. A tick costs what the last
 `lookback_days` of landing days hold, not what the bucket has accumulated over the years.
+
+Why a sweep as well: a file can land for a day older than the lookback (a source system re-delivers last month, a
+user drops the next demo day weeks later). No tick's window lists that day, so without a sweep it would be skipped
+without a word. A *sweep* is a tick that lists every day of each system: it finds everything uploaded since the
+previous sweep (less the overlap) that no tick has handled — `seen` keeps every handled key until the next sweep
+has looked past it, so nothing is requested twice. Where the days before the window hold few objects (the loader
+moves loaded files to `processed/`, the default) a sweep costs one listing page and every tick sweeps; where they
+hold many (files left or tagged in place) a sweep runs once every `sweep_every`.
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ from .quarantine import PROCESSED_PREFIX, QUARANTINE_PREFIX
 
 #: Enough for a day's worth of files from every system, small enough that one tick stays quick.
 DEFAULT_MAX_ARRIVALS = 500
+#: A sweep that listed at most this many objects before the window (one S3 listing page) is cheap enough for
+#: every tick.
+CHEAP_SWEEP_OBJECTS = 1000
 
 #: Where the loader parks files after a load; a source system may not share these names, or its listing (by
 #: `<system>/` prefix) would pick the parked files up again as new arrivals.
@@ -44,11 +55,18 @@ class ArrivalCursor:
     `resume_from`: set only while a backlog is drained over several ticks (`max_arrivals`): the earliest landing
     day still holding objects left for the next tick, so the listing reaches back to them even when their
     day lies before the lookback window of the high-water mark.
+    `sweep_floor`: the high-water mark when the last sweep (a listing of every day) ran: objects that landed
+    before it (less the overlap) were looked at by that sweep or an earlier tick. `seen` keeps handled keys down
+    to this floor, so the next sweep never takes an object a tick already handled for new.
+    `swept_at`: when the last *costly* sweep ran (wall clock): one that listed more than a page of objects before
+    the window. None after a cheap one, so every tick sweeps again (and an idle tick leaves the cursor as it was).
     """
 
     high_water: datetime | None = None
     seen: dict[str, str] = field(default_factory=dict)
     resume_from: date | None = None
+    sweep_floor: datetime | None = None
+    swept_at: datetime | None = None
 
     def to_json(self) -> str:
         """Compact and stable (sorted keys, no spaces): equal cursors give equal strings."""
@@ -59,6 +77,10 @@ class ArrivalCursor:
             document["seen"] = self.seen
         if self.resume_from is not None:
             document["resume"] = self.resume_from.isoformat()
+        if self.sweep_floor is not None:
+            document["sf"] = self.sweep_floor.astimezone(UTC).isoformat()
+        if self.swept_at is not None:
+            document["sa"] = self.swept_at.astimezone(UTC).isoformat()
         return json.dumps(document, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -70,17 +92,37 @@ class ArrivalCursor:
             document = json.loads(text)
             if not isinstance(document, dict) or document.get("v") != 1:
                 raise ValueError(f"expected an object with version 1, got {text[:80]!r}")
-            high_water = datetime.fromisoformat(document["hw"]) if "hw" in document else None
+            high_water = _utc(document.get("hw"))
             seen = {str(key): str(etag) for key, etag in (document.get("seen") or {}).items()}
             resume = date.fromisoformat(document["resume"]) if "resume" in document else None
+            sweep_floor, swept_at = _utc(document.get("sf")), _utc(document.get("sa"))
         except (ValueError, TypeError, AttributeError) as err:
             raise ValueError(
                 f"unreadable arrival sensor cursor ({err}); reset it in the UI (sensor page -> Set cursor value)"
                 " to empty to list every landing file again (already loaded files keep their run keys)"
             ) from err
-        if high_water is not None and high_water.tzinfo is None:
-            high_water = high_water.replace(tzinfo=UTC)
-        return cls(high_water=high_water, seen=seen, resume_from=resume)
+        return cls(
+            high_water=high_water,
+            seen=seen,
+            resume_from=resume,
+            sweep_floor=sweep_floor,
+            swept_at=swept_at,
+        )
+
+    def sweep_due(self, now: datetime, sweep_every: timedelta) -> bool:
+        """Whether this tick lists every day (see the module's docstring)."""
+        return (
+            self.swept_at is None
+            or now - self.swept_at >= sweep_every
+            or now < self.swept_at  # the clock went back: do not wait for it to catch up
+        )
+
+
+def _utc(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -106,6 +148,10 @@ class TickPlan:
     #: Objects the listing returned (the tick's cost), and new arrivals left for later ticks by `max_arrivals`.
     listed: int = 0
     remaining: int = 0
+    #: Whether this tick swept (listed every day), and the arrivals only the sweep found: days older than the
+    #: window, or objects that listed later than the overlap allows.
+    swept: bool = False
+    late: list[Arrival] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -130,32 +176,40 @@ def plan_tick(
     overlap: timedelta,
     lookback_days: int,
     today: date,
+    now: datetime | None = None,
+    sweep_every: timedelta = timedelta(minutes=10),
+    cheap_sweep: int = CHEAP_SWEEP_OBJECTS,
     max_arrivals: int = DEFAULT_MAX_ARRIVALS,
 ) -> TickPlan:
     """The objects that arrived since `cursor`, oldest first, and the cursor to store after requesting them.
 
-    New means: LastModified no earlier than `high_water - overlap` and (key, ETag) not in `seen`. At most
-    `max_arrivals` arrivals are returned; the cursor then stops at the last one returned, so the rest come in
-    the following ticks, in order, none skipped and none twice.
+    New means: LastModified no earlier than `high_water - overlap` and (key, ETag) not in `seen`; on a sweep tick
+    (see the module's docstring) every day is listed and the floor is `sweep_floor - overlap`. At most
+    `max_arrivals` arrivals are returned; the cursor then stops at the last one returned, so the rest come in the
+    following ticks, in order, none skipped and none twice.
     """
     if overlap < timedelta(0) or lookback_days < 0 or max_arrivals < 1:
         raise ValueError("overlap and lookback_days must not be negative, max_arrivals must be at least 1")
+    now = now or datetime.now(UTC)
     by_file = _tables_by_file(tables)
     systems = sorted({system for system, _ in by_file})
-    start_day = listing_start_day(cursor, lookback_days=lookback_days, today=today)
-    since = cursor.high_water - overlap if cursor.high_water is not None else None
+    window_start = listing_start_day(cursor, lookback_days=lookback_days, today=today)
+    swept = cursor.high_water is None or cursor.sweep_due(now, sweep_every)
+    floor_of_tick = cursor.sweep_floor if swept and cursor.sweep_floor is not None else cursor.high_water
+    since = floor_of_tick - overlap if floor_of_tick is not None else None
 
-    listed = 0
+    listed = before_window = 0
     listed_etags: dict[str, tuple[str, datetime]] = {}
     new: list[_New] = []
     for system in systems:
         prefix = f"{system}/"
         # Exclusive StartAfter: `shop/2026-11-01` sorts just before `shop/2026-11-01/...`.
-        start_after = f"{system}/{start_day.isoformat()}" if start_day is not None else None
-        for obj in store.list(prefix=prefix, start_after=start_after):
+        boundary = f"{system}/{window_start.isoformat()}" if window_start is not None else None
+        for obj in store.list(prefix=prefix, start_after=None if swept else boundary):
             if not obj.key.startswith(prefix):  # a store that ignores the prefix must not leak other folders
                 continue
             listed += 1
+            before_window += boundary is not None and obj.key < boundary
             listed_etags[obj.key] = (obj.etag, obj.last_modified)
             if since is not None and obj.last_modified < since:
                 continue
@@ -175,22 +229,46 @@ def plan_tick(
         if high_water is None or obj.last_modified > high_water:
             high_water = obj.last_modified
     if high_water is None:  # first tick on an empty landing: keep listing everything
-        return TickPlan([], [], ArrivalCursor(), listed=listed)
+        return TickPlan([], [], ArrivalCursor(), listed=listed, swept=True)
 
-    floor = high_water - overlap
-    seen = {
-        key: etag
-        for key, etag in cursor.seen.items()
-        if key in listed_etags and listed_etags[key][0] == etag and listed_etags[key][1] >= floor
-    }
+    sweep_floor = high_water if swept else cursor.sweep_floor
+    floor = min(high_water, sweep_floor or high_water) - overlap
+
+    def still_relevant(key: str, etag: str) -> bool:
+        """A handled key stays in `seen` while a later listing could return it as new: down to the floor of the
+        next sweep. A key this tick did not list (a day before the window) is kept until a sweep looks at it."""
+        if key in listed_etags:
+            return listed_etags[key][0] == etag and listed_etags[key][1] >= floor
+        listed_here = swept or window_start is None or key >= f"{key.split('/', 1)[0]}/{window_start.isoformat()}"
+        return not listed_here
+
+    seen = {key: etag for key, etag in cursor.seen.items() if still_relevant(key, etag)}
     seen.update({obj.key: obj.etag for obj in handled if obj.last_modified >= floor})
     resume_from = min(a.landing_key.day for a in left) if left else None
+    regular_since = cursor.high_water - overlap if cursor.high_water is not None else None
+    late = [
+        a
+        for a in taken
+        if cursor.high_water is not None
+        and (
+            (window_start is not None and a.landing_key.day < window_start)
+            or (regular_since is not None and a.obj.last_modified < regular_since)
+        )
+    ]
     return TickPlan(
         arrivals=taken,
         ignored=ignored,
-        cursor=ArrivalCursor(high_water=high_water, seen=dict(sorted(seen.items())), resume_from=resume_from),
+        cursor=ArrivalCursor(
+            high_water=high_water,
+            seen=dict(sorted(seen.items())),
+            resume_from=resume_from,
+            sweep_floor=sweep_floor,
+            swept_at=(now if before_window > cheap_sweep else None) if swept else cursor.swept_at,
+        ),
         listed=listed,
         remaining=len(left),
+        swept=swept,
+        late=late,
     )
 
 

@@ -11,14 +11,13 @@ from ..automation.retries import TRANSIENT_RETRY
 from ..external import landing_asset_key, landing_specs
 from ..resources import LandingResource, WarehouseResource
 from ..settings import WAREHOUSE_POOL, Settings
-from .contracts import SourceTable, load_contracts
+from .contracts import CONTRACT_CHECK, SourceTable, load_contracts
 from .landing import LandedObject, LandingKey, LandingStore
 from .loader import ContractViolation, FileLoad, FileToLoad, ensure_table, load_file, table_rows
 from .quarantine import PROCESSED_PREFIX, ProcessedAction, mark_processed, quarantine
 from .sensor import LANDING_KEY_TAG, LANDING_KEYS_TAG, build_arrival_sensor
 
 INGESTION_GROUP = "ingestion"
-CONTRACT_CHECK = "landing_contract"
 
 
 def files_for_days(store: LandingStore, contract: SourceTable, days: list[date]) -> list[tuple[str, LandedObject, str]]:
@@ -51,9 +50,15 @@ def arrived_keys(tags: Mapping[str, str]) -> list[str]:
     return [tags[LANDING_KEY_TAG]] if LANDING_KEY_TAG in tags else []
 
 
-def files_arrived(store: LandingStore, keys: list[str]) -> list[tuple[str, LandedObject, str]]:
-    """Those of `keys` still where they landed (a sibling run may have loaded and moved one already)."""
-    objects = [(key, store.head(key)) for key in keys]
+def files_arrived(store: LandingStore, keys: list[str], contract: SourceTable) -> list[tuple[str, LandedObject, str]]:
+    """Those of `keys` that are this table's files and still where they landed (a sibling run may have loaded and
+    moved one already). A run the sensor requested for several tables lists all their files."""
+    mine = [
+        key
+        for key in keys
+        if (parsed := LandingKey.parse(key)) and (parsed.system, parsed.name) == (contract.system, contract.file)
+    ]
+    objects = [(key, store.head(key)) for key in mine]
     return [(key, obj, key) for key, obj in objects if obj is not None]
 
 
@@ -99,6 +104,48 @@ def load_metadata(loads: list[FileLoad], rejected: list[tuple[ContractViolation,
     return meta
 
 
+def contract_result(rejected: list[tuple[ContractViolation, str]], found: int) -> dg.AssetCheckResult:
+    """The `landing_contract` verdict on this run's files: how many were checked, which broke the contract, why."""
+    return dg.AssetCheckResult(
+        check_name=CONTRACT_CHECK,
+        passed=not rejected,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=quarantine_message(rejected) if rejected else f"{found} landed file(s) met the contract.",
+        metadata={
+            "files_checked": found,
+            "rejected_files": len(rejected),
+            **({"rejections": dg.MetadataValue.json([v.reason() for v, _ in rejected])} if rejected else {}),
+            **({"quarantined": dg.MetadataValue.json([where for _, where in rejected])} if rejected else {}),
+        },
+    )
+
+
+def quarantine_message(rejected: list[tuple[ContractViolation, str]]) -> str:
+    """Which file broke the contract, how, and where it went (one line each): the step failure and the check say it."""
+    return "\n".join(f"{v} -> quarantined at {where}" for v, where in rejected)
+
+
+def contract_failed(key: dg.AssetKey, result: dg.AssetCheckResult) -> dg.AssetCheckEvaluation:
+    """The failed `landing_contract` check of a run that quarantined a file, recorded as the verdict on the table
+    as it stands (the file was not loaded; the table is its latest materialization).
+
+    Yielded as an evaluation rather than an `AssetCheckResult`: Dagster ties a check result in a partition's run to
+    that partition's latest materialization, while the UI shows an unpartitioned check only when its evaluation
+    targets the asset's latest materialization of *any* partition. A file re-delivered for a day loaded before,
+    while later days have loaded since, would fail its check and show "Not evaluated". Without a target Dagster
+    falls back to "evaluated after the latest materialization", which is what happened.
+    """
+    return dg.AssetCheckEvaluation(
+        asset_key=key,
+        check_name=CONTRACT_CHECK,
+        passed=False,
+        metadata=result.metadata,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=result.description,
+        blocking=False,
+    )
+
+
 def build_ingestion_asset(
     contract: SourceTable, partitions_def: dg.PartitionsDefinition, processed: ProcessedAction
 ) -> dg.AssetsDefinition:
@@ -140,12 +187,17 @@ def build_ingestion_asset(
         store = landing.store()
         days = partition_days(context)
         arrival = arrived_keys(context.run.tags)
-        found = files_arrived(store, arrival) if arrival else files_for_days(store, contract, days)
+        found = files_arrived(store, arrival, contract) if arrival else files_for_days(store, contract, days)
         if arrival and not found:
             # A sibling run (an earlier upload of the same key) already loaded and moved it: nothing left to do.
-            context.log.info(f"{arrival} no longer in the landing prefix: already loaded by an earlier run")
-            yield dg.AssetCheckResult(check_name=CONTRACT_CHECK, passed=True, metadata={"files_checked": 0})
-            yield dg.MaterializeResult(metadata=load_metadata([], [], rows=_rows(warehouse, contract)))
+            context.log.info(
+                f"No file of {contract.qualified_name} in {arrival} is still in the landing prefix: already loaded"
+                " by an earlier run"
+            )
+            yield dg.MaterializeResult(
+                metadata=load_metadata([], [], rows=_rows(warehouse, contract)),
+                check_results=[contract_result([], found=0)],
+            )
             return
         if not found:
             span = f"{days[0]}..{days[-1]}" if len(days) > 1 else str(days[0])
@@ -169,23 +221,16 @@ def build_ingestion_asset(
                 context.log.info(f"Loaded {loads[-1].rows_loaded} rows from {landing_key} (now at {now_at})")
             rows = table_rows(conn, contract)
         metadata = load_metadata(loads, rejected, rows)
-        yield dg.AssetCheckResult(
-            check_name=CONTRACT_CHECK,
-            passed=not rejected,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "files_checked": len(found),
-                "rejected_files": len(rejected),
-                **({"rejections": dg.MetadataValue.json([v.reason() for v, _ in rejected])} if rejected else {}),
-            },
-        )
         if rejected:
+            yield contract_failed(key, contract_result(rejected, found=len(found)))
             raise dg.Failure(
-                description="\n".join(f"{v} -> quarantined at {where}" for v, where in rejected),
+                description=quarantine_message(rejected),
                 metadata={**metadata, "quarantined": dg.MetadataValue.json([where for _, where in rejected])},
                 allow_retries=False,  # the file is quarantined: a retry would find nothing to load
             )
-        yield dg.MaterializeResult(metadata=metadata)
+        # The check result after the materialization (inside it): it judges this load, and a load of another day
+        # that finishes meanwhile cannot make it look like the verdict on an older table (see contract_failed).
+        yield dg.MaterializeResult(metadata=metadata, check_results=[contract_result([], found=len(found))])
 
     return _ingest
 
@@ -210,6 +255,7 @@ def ingestion_defs(settings: Settings) -> dg.Definitions:
                 minimum_interval_seconds=settings.sensor_interval_seconds,
                 overlap_seconds=settings.sensor_overlap_seconds,
                 lookback_days=settings.sensor_lookback_days,
+                sweep_minutes=settings.sensor_sweep_minutes,
             )
         ],
     )

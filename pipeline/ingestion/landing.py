@@ -17,6 +17,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Protocol
 
+from ..settings import STORE_URL_FORM, ConfigurationError, store_url
+
 #: <system>/<YYYY-MM-DD>/<name>.<ext>[.gz]
 _KEY_RE = re.compile(
     r"^(?P<system>[A-Za-z0-9_\-]+)/(?P<day>\d{4}-\d{2}-\d{2})/(?P<name>[A-Za-z0-9_\-]+)"
@@ -213,6 +215,11 @@ def open_landing_store(url: str, endpoint_url: str | None = None, region: str | 
     `endpoint_url` and `region` apply to S3 only (MinIO, moto or another S3-compatible API); a local folder ignores
     them, so one environment can set them while switching LANDING_URL between the two.
     """
+    try:
+        store_url(url)
+    except ValueError as exc:
+        # Any other scheme (ftp://, gs://, ...) would otherwise be taken for a local folder of that name.
+        raise ConfigurationError(f"{url!r} is not a landing store: expected {STORE_URL_FORM} ({exc})") from None
     if url.startswith("s3://"):
         # Imported here so boto3 loads only for an S3 landing.
         from .s3 import S3LandingStore

@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
 
-from ..automation.conditions import PARTITIONED_TAG, on_upstream_change
+from ..automation.conditions import PARTITIONED_TAG, on_seed_change, on_upstream_change
 
 
 def group_from_path(resource_props: Mapping[str, Any]) -> str | None:
@@ -129,5 +129,7 @@ class PipelineTranslator(DagsterDbtTranslator):
             **({"owners": owners} if owners else {}),
             **({"tags": {**spec.tags, **PARTITIONED_TAG}} if unique_id in self.partitioned else {}),
             # Rebuilt when anything upstream (a raw partition, a seed) changes: see pipeline/automation/conditions.
-            automation_condition=self._condition(manifest, unique_id),
+            automation_condition=(
+                on_seed_change() if props.get("resource_type") == "seed" else self._condition(manifest, unique_id)
+            ),
         )

@@ -10,7 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,9 @@ def artifacts() -> Path:
     return path
 
 
-def generate_demo_data(landing: Path, first_day: date) -> None:
+def generate_demo_data(landing: Path) -> date:
+    """The demo as `make dev` writes it (its days end today), and its first day as `make dev` reads it back (the
+    raw partitions start there)."""
     subprocess.run(
         [
             str(VENV_BIN / "python"),
@@ -106,26 +108,30 @@ def generate_demo_data(landing: Path, first_day: date) -> None:
             str(DEMO_DAYS),
             "--customers",
             str(DEMO_CUSTOMERS),
-            "--start",
-            first_day.isoformat(),
             "--no-progress",
         ],
         check=True,
         cwd=REPO_ROOT,
     )
+    first_day = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "pipeline.demo_data", "--landing", str(landing), "--first-day"],
+        check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return date.fromisoformat(first_day)
 
 
 @pytest.fixture(scope="module")
 def stack(chromium: Path, artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("e2e")
-    # Three whole days ending yesterday (UTC): their daily partitions exist whatever the date.
-    first_day = datetime.now(UTC).date() - timedelta(days=DEMO_DAYS)
-    last_day = first_day + timedelta(days=DEMO_DAYS - 1)
     try:
         refuse_a_local_env_file()
     except StackError as exc:
         pytest.fail(f"{exc} Or deselect the test: make test PYTEST_ARGS='-m \"not e2e\"'.", pytrace=False)
-    generate_demo_data(root / "landing", first_day)
+    first_day = generate_demo_data(root / "landing")
+    last_day = first_day + timedelta(days=DEMO_DAYS - 1)
     log = artifacts / "dagster-dev.log"
     SAVED.append(log)
     with ExitStack() as cleanup:

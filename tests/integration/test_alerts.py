@@ -1,8 +1,11 @@
 """Failure and freshness alerts, routed by asset owner, posted to a real local webhook receiver."""
 
+from datetime import UTC, datetime
+
 import dagster as dg
 import httpx
 import pytest
+from dagster._core.test_utils import freeze_time
 
 from devstack import webhook_receiver
 from devstack.serve import ServerThread
@@ -65,17 +68,19 @@ def test_a_stale_source_fails_its_freshness_check_and_alerts_its_owner(setup):
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(), asset_check_selection={check})
     alert = defs.resolve_sensor_def("freshness_alert")
     with dg.instance_for_test() as instance:
-        result = job.execute_in_process(instance=instance)
-        [evaluation] = result.get_asset_check_evaluations()
-        assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
-        context = dg.build_sensor_context(instance=instance, definitions=defs)
-        alert(context)
-        cursor = context.cursor
-        alert(dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor))  # no new failure
+        with freeze_time(datetime(2026, 12, 1, 12, 0, tzinfo=UTC)):  # the deployment starts: nothing due yet
+            assert job.execute_in_process(instance=instance).get_asset_check_evaluations()[0].passed
+        with freeze_time(datetime(2026, 12, 2, 9, 5, tzinfo=UTC)):  # landing day 2026-12-01 was due at 09:00
+            [evaluation] = job.execute_in_process(instance=instance).get_asset_check_evaluations()
+            assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+            context = dg.build_sensor_context(instance=instance, definitions=defs)
+            alert(context)
+            alert(dg.build_sensor_context(instance=instance, definitions=defs, cursor=context.cursor))  # no new failure
 
     [message] = received(hooks, "/route/finance")  # payments belong to billing's owner
     text = message["json"]["text"]
     assert "*Stale data*: `raw/payments`" in text and check.name in text and "team:finance_data" in text
+    assert "Landing day 2026-12-01 was due by 2026-12-02 09:00 UTC and has not loaded (never loaded)." in text
     assert f"<{UI}/assets/raw/payments|" in text
 
 

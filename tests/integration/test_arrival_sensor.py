@@ -167,13 +167,17 @@ def test_a_backlog_is_drained_over_ticks_through_the_cursor(s3_bucket: S3Bucket)
     keys = [f"{t.system}/2024-0{m}-01/{t.file}.csv" for m in range(1, 4) for t in TABLES]  # months-old days
     etags = {key: landing.drop(key) for key in keys}
 
-    cursor, run_keys = None, []
+    cursor, requested_keys, requests = None, [], []
     for _ in range(4):
         result = landing.tick(cursor)
-        run_keys += [r.run_key for r in result.run_requests or []]
+        requests += result.run_requests or []
         cursor = result.cursor
+    for request in requests:
+        requested_keys += json.loads(request.tags.get(LANDING_KEYS_TAG, "[]"))
+        requested_keys += [request.tags[LANDING_KEY_TAG]] if LANDING_KEY_TAG in request.tags else []
 
-    assert sorted(run_keys) == sorted(f"{key}@{etag}" for key, etag in etags.items())  # all 9, each once
+    assert sorted(requested_keys) == sorted(etags)  # all 9, each once
+    assert len({r.run_key for r in requests}) == len(requests)
 
 
 class CountingStore:
@@ -205,8 +209,13 @@ def test_a_tick_lists_the_recent_days_only_however_large_the_bucket(landing: Lan
     )
     new = [f"{t.system}/{today() - timedelta(days=i // 3)}/{t.file}.csv" for i, t in enumerate(TABLES * 4)][:10]
     etags = {key: landing.drop(key) for key in new}
-    # The sensor has been running: its last tick saw the bulk copy's days fall out of the lookback long ago.
-    cursor = ArrivalCursor(high_water=datetime.now(UTC) - timedelta(minutes=10))
+    # The sensor has been running: its last tick saw the bulk copy's days fall out of the lookback long ago, and
+    # its last sweep of every day (costly on this bucket, so once per sweep interval) was a minute ago.
+    cursor = ArrivalCursor(
+        high_water=datetime.now(UTC) - timedelta(minutes=10),
+        sweep_floor=datetime.now(UTC) - timedelta(minutes=10),
+        swept_at=datetime.now(UTC) - timedelta(minutes=1),
+    )
 
     store = CountingStore(landing.resource.store())
     plan = plan_tick(
@@ -226,3 +235,35 @@ def test_a_tick_lists_the_recent_days_only_however_large_the_bucket(landing: Lan
     assert sorted(keys) == sorted(etags)
     assert len(result.run_requests) < len(etags)
     assert len(result.cursor) < 2_000
+
+
+def test_a_file_for_a_day_older_than_the_lookback_is_requested_not_skipped(landing: Landing, capfd):
+    """Issue 13's newcomer: the demo's days lie weeks back; a file dropped later for the day after them is loaded
+    (the sweep lists every day while the days before the window hold few files), and told about in the log."""
+    old = today() - timedelta(days=30)
+    for i in range(3):
+        landing.drop(f"shop/{old + timedelta(days=i)}/orders.csv")
+    first = landing.tick(None)
+    assert len(first.run_requests) == 1  # the three days of one table: one ranged run
+    for i in range(3):  # loaded and moved to processed/ by that run
+        key = f"landing/shop/{old + timedelta(days=i)}/orders.csv"
+        landing.client.copy_object(
+            Bucket=landing.s3.bucket, Key=key.replace("landing/", "landing/processed/", 1),
+            CopySource={"Bucket": landing.s3.bucket, "Key": key},
+        )  # fmt: skip
+        landing.client.delete_object(Bucket=landing.s3.bucket, Key=key)
+    landing.drop(f"shop/{today()}/customers.csv")  # today's files move the high-water mark on
+    second = landing.tick(first.cursor)
+    assert [r.tags.get(LANDING_KEY_TAG) for r in second.run_requests] == [f"shop/{today()}/customers.csv"]
+
+    late = f"shop/{old + timedelta(days=3)}/orders.csv"
+    etag = landing.drop(late)
+    capfd.readouterr()
+    third = landing.tick(second.cursor)
+
+    assert requested(third) == {
+        f"{late}@{etag}": ((old + timedelta(days=3)).isoformat(), [dg.AssetKey(["raw", "orders"])])
+    }
+    told = capfd.readouterr().err  # the tick's log
+    assert "The sweep found 1 file(s)" in told and late in told
+    assert landing.tick(third.cursor).run_requests == []

@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
 
+from pipeline.automation.conditions import AUTOMATION_SENSOR
 from pipeline.automation.schedules import DAILY_BUILD_JOB
 
 RAW = [dg.AssetKey(["raw", t]) for t in ("customers", "products", "orders", "order_items", "payments")]
@@ -65,9 +66,54 @@ def test_nothing_runs_on_parents_that_were_never_built(load):
 
 
 def runs_requested(defs, result):
-    """The run requests the automation sensor would launch for this evaluation (its own grouping code)."""
+    """The run requests the automation sensor would launch for this evaluation (its own grouping code, with its own
+    choice of emitting backfills)."""
     graph = defs.resolve_asset_graph()
-    return build_run_requests(result._requested_subsets, graph, run_tags=None, emit_backfills=False)  # noqa: SLF001
+    return build_run_requests(
+        result._requested_subsets,  # noqa: SLF001
+        graph,
+        run_tags=None,
+        emit_backfills=AUTOMATION_SENSOR.emit_backfills,
+    )
+
+
+def runs_of(defs, request) -> list[tuple[str | None, set[dg.AssetKey]]]:
+    """The runs a request becomes: a run request is one; an (automation) backfill request is one run per group of
+    assets with the same partitions and single-run policy, launched in dependency order by the backfill daemon."""
+    if request.asset_graph_subset is None:
+        return [(request.partition_key, set(request.asset_selection))]
+    graph = defs.resolve_asset_graph()
+    groups: dict[tuple, set[dg.AssetKey]] = {}
+    subset = request.asset_graph_subset
+    for key in subset.asset_keys:
+        node = graph.get(key)
+        keys = subset.get_partitions_subset(key).get_partition_keys() if node.partitions_def else []
+        span = (min(keys), max(keys)) if keys else None
+        groups.setdefault((node.partitions_def is not None, span), set()).add(key)
+    return [(f"{span[0]}...{span[1]}" if span else None, keys) for (_, span), keys in groups.items()]
+
+
+def drain(defs, instance, cursor, max_ticks: int = 10):
+    """Evaluate automation tick after tick, completing every requested run before the next tick (as if each had
+    succeeded), until a tick requests nothing. Returns the runs, tick by tick."""
+    graph = defs.resolve_asset_graph()
+    ticks = []
+    for _ in range(max_ticks):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        cursor = result.cursor
+        runs = [run for request in runs_requested(defs, result) for run in runs_of(defs, request)]
+        if not runs:
+            return ticks, cursor
+        ticks.append(runs)
+        for key in graph.materializable_asset_keys:
+            partitions = result.get_requested_partitions(key)
+            if graph.get(key).partitions_def is None:
+                if partitions:
+                    loaded(instance, key)
+            else:
+                for partition in sorted(p for p in partitions if p is not None):
+                    loaded(instance, key, partition)
+    raise AssertionError(f"automation still requests runs after {max_ticks} ticks: {ticks[-1]}")
 
 
 def test_one_arrival_gives_one_downstream_run_and_no_storm(load):
@@ -88,6 +134,43 @@ def test_one_arrival_gives_one_downstream_run_and_no_storm(load):
 
     third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
     assert third.total_requested == 0, "requested once: the next tick does not ask again"
+
+
+def test_a_fresh_deployment_builds_its_seed_and_nothing_else_until_data_lands(load):
+    defs = load()
+    instance = dg.DagsterInstance.ephemeral()
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    requested = {k for k in defs.resolve_asset_graph().get_all_asset_keys() if first.get_requested_partitions(k)}
+    assert requested == {dg.AssetKey("country_regions")}, "only the seed: everything else waits for data"
+    loaded(instance, dg.AssetKey("country_regions"))
+    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert second.total_requested == 0, "built once, not again"
+
+
+def test_landing_files_alone_carry_a_fresh_deployment_to_the_crm_in_few_runs(load):
+    """Issue 13: the demo's two-week backlog of every table lands on a new deployment (the arrival sensor loads it
+    in one run). Automation builds the seed, the partitioned chain for all fourteen days as one run (one backfill,
+    single-run policy), and everything else including the syncs, without anybody materializing by hand."""
+    defs = load()
+    instance = dg.DagsterInstance.ephemeral()
+    ticks, cursor = drain(defs, instance, None)  # a fresh deployment: the seed
+    assert [[keys for _, keys in runs] for runs in ticks] == [[{dg.AssetKey("country_regions")}]]
+    days = [f"2026-11-{d:02d}" for d in range(1, 15)]
+    for key in RAW:
+        for day in days:
+            loaded(instance, key, day)
+
+    ticks, _ = drain(defs, instance, cursor)
+
+    runs = [run for tick in ticks for run in tick]
+    # The chain's backfill run, the unpartitioned staging of customers (requested in the same tick), then the marts
+    # and syncs once the chain has landed: 3 runs, where one run per day and table went before (57 for the demo).
+    assert len(runs) == 3, runs
+    [chain] = [keys for span, keys in runs if span is not None]
+    assert [span for span, _ in runs if span is not None] == ["2026-11-01...2026-11-14"]
+    assert dg.AssetKey("fct_orders") in chain
+    built_keys = {key for _, keys in runs for key in keys}
+    assert built_keys >= SYNCS | {dg.AssetKey("dim_customers"), dg.AssetKey("mart_customer_segments")}
 
 
 def names(keys):

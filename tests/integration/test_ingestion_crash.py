@@ -61,7 +61,12 @@ def test_sigkill_mid_load_leaves_the_table_as_it_was(tmp_path):
         env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
     assert child.stdout.readline().strip() == "loading"
-    time.sleep(1.5)  # well inside a multi-second insert of four million rows
+    # Killed once the insert has started writing (the database file or its WAL grows), whatever the machine's
+    # speed: a fixed sleep let a quiet machine finish the load first.
+    sizes = lambda: sum(p.stat().st_size for p in (db, db.with_name(db.name + ".wal")) if p.exists())  # noqa: E731
+    start, deadline = sizes(), time.monotonic() + 60
+    while sizes() == start and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL

@@ -1,4 +1,5 @@
-"""The local instance of dagster.yaml: Dagster's SQLite storage with one engine per file (pipeline/instance_storage)."""
+"""The local instance of devstack/dagster.yaml: Dagster's SQLite storage with one engine per file
+(pipeline/instance_storage)."""
 
 import shutil
 
@@ -7,8 +8,8 @@ import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 
+from devstack import INSTANCE_YAML
 from pipeline.instance_storage import LocalEventLogStorage, LocalRunStorage
-from pipeline.settings import REPO_ROOT
 
 
 @dg.asset
@@ -24,7 +25,7 @@ def doubled() -> dg.MaterializeResult:
 def test_runs_and_events_land_in_dagsters_own_files(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home)
+    shutil.copy(INSTANCE_YAML, home)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.event_log_storage, LocalEventLogStorage)
@@ -63,7 +64,7 @@ def _planned(instance: dg.DagsterInstance, run_id: str) -> list:
 def test_a_runs_planned_events_are_written_as_one_batch(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home)
+    shutil.copy(INSTANCE_YAML, home)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     batches: list[int] = []
     store_event_batch = LocalEventLogStorage.store_event_batch

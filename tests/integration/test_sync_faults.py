@@ -2,7 +2,6 @@
 but answered with 500. Retries with the same Idempotency-Key must leave exactly one copy of each record."""
 
 import dagster as dg
-import duckdb
 import httpx
 
 from devstack import crm_server
@@ -10,24 +9,14 @@ from devstack.serve import ServerThread
 from pipeline.activation.assets import build_sync_asset
 from pipeline.activation.syncs import ResolvedSync, load_syncs
 from pipeline.resources import CrmResource, WarehouseResource
+from tests.marts import make_dim_customers
 
 TOKEN = "t"
 
 
-def make_mart(db) -> None:
-    """A dim_customers with the columns the contacts sync maps, 1,000 customers."""
-    with duckdb.connect(str(db)) as conn:
-        conn.execute(
-            """CREATE TABLE dim_customers AS SELECT i AS customer_id, 'c' || i || '@x.io' AS email, 'A' AS first_name,
-               'B' AS last_name, 'US' AS country_code, 'North America' AS region, true AS marketing_opt_in,
-               'new' AS customer_segment, i * 1.5 AS lifetime_value, 1 AS order_count,
-               TIMESTAMP '2026-11-01' AS last_order_at FROM range(1, 1001) t(i)"""
-        )
-
-
 def test_sync_heals_transient_faults_and_applies_each_record_once(tmp_path):
     db = tmp_path / "w.duckdb"
-    make_mart(db)
+    make_dim_customers(db, 1000)
     spec = next(s for s in load_syncs() if s.name == "crm_contacts_sync")
     asset = build_sync_asset(ResolvedSync(spec, dg.AssetKey("dim_customers"), "dim_customers"))
     faults = crm_server.FaultConfig(
@@ -68,7 +57,7 @@ def test_sigkill_mid_sync_then_rerun_leaves_exactly_one_copy(tmp_path):
     import time
 
     db = tmp_path / "w.duckdb"
-    make_mart(db)
+    make_dim_customers(db, 1000)
     # Each batch takes 0.4 s at the CRM, and half of them are applied but answered 500 (then replayed).
     faults = crm_server.FaultConfig(slow_seconds=0.4, fail_after_apply_rate=0.5, seed=3)
     with ServerThread(crm_server.create_app(tmp_path / "crm.sqlite", token=TOKEN, faults=faults)) as crm:

@@ -11,7 +11,8 @@ from devstack.serve import ServerThread
 from pipeline.activation.assets import build_sync_asset
 from pipeline.activation.syncs import ResolvedSync, load_syncs
 from pipeline.resources import CrmResource, WarehouseResource
-from tests.integration.test_sync_faults import TOKEN, make_mart
+from tests.integration.test_sync_faults import TOKEN
+from tests.marts import make_dim_customers
 
 RAW, DIM, SYNC = dg.AssetKey(["raw", "customers"]), dg.AssetKey("dim_customers"), dg.AssetKey("crm_contacts_sync")
 
@@ -37,7 +38,7 @@ def world(tmp_path):
     @dg.asset(key=DIM, deps=[RAW], check_specs=[dg.AssetCheckSpec("emails_present", asset=DIM, blocking=True)])
     def dim(config: DimConfig):
         if not (tmp_path / "w.duckdb").exists():
-            make_mart(db)
+            make_dim_customers(tmp_path / "w.duckdb", 1000)
         with duckdb.connect(db) as conn:
             conn.execute(
                 "UPDATE dim_customers SET email = 'v' || random() || '@x.io' WHERE customer_id <= ?",
@@ -83,7 +84,12 @@ def refusal(result) -> str:
 def test_failed_blocking_check_upstream(world):
     run, sent = world
     run(DIM, dim_customers={"fail_check": True})
-    assert "blocking check(s) failed on dim_customers or upstream: dim_customers:emails_present" in refusal(run(SYNC))
+    refused = refusal(run(SYNC))
+    assert "blocking check(s) failed on dim_customers or upstream: dim_customers:emails_present" in refused
+    assert refused.endswith(
+        "Nothing was sent: the sync sends once the input is fixed and the model rebuilt, or now"
+        " with `force: true` in its run config."
+    )
     assert sent() == 1000
 
 

@@ -13,10 +13,11 @@ import duckdb
 import httpx
 from dagster._core.instance.ref import InstanceRef
 
-from devstack import crm_server
+from devstack import INSTANCE_YAML, crm_server
 from devstack.serve import ServerThread
 from pipeline.demo_data import generate
 from pipeline.settings import REPO_ROOT, WAREHOUSE_POOL
+from tests.marts import make_dim_customers
 
 TOKEN = "t"
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -33,22 +34,16 @@ def test_every_asset_that_opens_the_warehouse_is_in_the_warehouse_pool(module_en
     ]
     assert len(writers) >= 8  # five raw tables, dbt, two syncs
     assert {a.op.name: a.op.pool for a in writers} == {a.op.name: WAREHOUSE_POOL for a in writers}
-    assert "default_limit: 1" in (REPO_ROOT / "dagster.yaml").read_text()
+    assert "default_limit: 1" in INSTANCE_YAML.read_text()
 
 
 def test_two_runs_at_once_queue_for_the_warehouse_instead_of_failing(module_env, tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")  # pools: default_limit 1
+    shutil.copy(INSTANCE_YAML, home / "dagster.yaml")  # pools: default_limit 1
     summary = generate(tmp_path / "landing", seed=3, days=1, customers=30, progress=False)
     db = tmp_path / "warehouse.duckdb"  # the catalog name the dbt manifest's relations use
-    with duckdb.connect(str(db)) as conn:  # the mart the contacts sync reads
-        conn.execute(
-            """CREATE TABLE dim_customers AS SELECT i AS customer_id, 'c' || i || '@x.io' AS email, 'A' AS first_name,
-               'B' AS last_name, 'US' AS country_code, 'North America' AS region, true AS marketing_opt_in,
-               'new' AS customer_segment, i * 1.5 AS lifetime_value, 1 AS order_count,
-               TIMESTAMP '2026-11-01' AS last_order_at FROM range(1, 601) t(i)"""
-        )
+    make_dim_customers(db, 600)  # the mart the contacts sync reads
     # Six batches, one at a time, 4 s each at the CRM: the sync holds the warehouse for ~24 s while it sends,
     # longer than the second process needs to start.
     faults = crm_server.FaultConfig(slow_seconds=4.0)
@@ -87,7 +82,7 @@ def test_two_runs_at_once_queue_for_the_warehouse_instead_of_failing(module_env,
         assert conn.execute("select count(*) from raw.customers").fetchone()[0] == summary["rows"]["customers"]
         assert conn.execute("select count(*) from activation.sync_state").fetchone()[0] == 600
 
-    module_env.setenv("DAGSTER_HOME", str(home))  # our dagster.yaml keeps Dagster's folders under DAGSTER_HOME
+    module_env.setenv("DAGSTER_HOME", str(home))  # devstack/dagster.yaml keeps Dagster's folders under DAGSTER_HOME
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
     runs = {r.asset_selection and next(iter(r.asset_selection)).to_user_string(): r for r in instance.get_runs()}
     blocked = [

@@ -17,6 +17,7 @@ TODAY = date(2026, 11, 10)
 T0 = datetime(2026, 11, 10, 8, 0, tzinfo=UTC)
 OVERLAP = timedelta(seconds=60)
 LOOKBACK = 3
+NOW = T0 + timedelta(hours=1)
 
 
 def table(system: str, name: str) -> SourceTable:
@@ -60,7 +61,7 @@ def put(store: LocalLandingStore, key: str, at: datetime, text: str = "id\n1\n")
 
 
 def tick(store: LocalLandingStore, cursor: ArrivalCursor | None = None, **kwargs) -> TickPlan:
-    options = {"overlap": OVERLAP, "lookback_days": LOOKBACK, "today": TODAY, **kwargs}
+    options = {"overlap": OVERLAP, "lookback_days": LOOKBACK, "today": TODAY, "now": NOW, **kwargs}
     return plan_tick(store, TABLES, cursor or ArrivalCursor(), **options)
 
 
@@ -227,12 +228,22 @@ def test_the_cursor_stays_small_for_5000_objects(store):
     assert roundtrip(plan.cursor) == plan.cursor
 
 
-def test_files_older_than_the_lookback_are_never_listed(store):
-    for day in range(1, 31):  # a month of history, loaded long ago
+def old_history(store: LocalLandingStore) -> None:
+    """A month of files loaded long ago and left in place (LANDING_PROCESSED_ACTION=leave or tag)."""
+    for day in range(1, 31):
         for t in TABLES:
             put(store, f"{t.system}/2026-10-{day:02d}/{t.file}.csv", T0 - timedelta(days=40))
+
+
+def test_between_sweeps_files_older_than_the_lookback_are_never_listed(store):
+    old_history(store)
     put(store, "shop/2026-11-10/orders.csv", T0)
-    cursor = ArrivalCursor(high_water=T0 - timedelta(hours=1))
+    # The last sweep, a minute ago, listed more than one page of old objects: the next one is due in 10 minutes.
+    cursor = ArrivalCursor(
+        high_water=T0 - timedelta(hours=1),
+        sweep_floor=T0 - timedelta(hours=1),
+        swept_at=NOW - timedelta(minutes=1),
+    )
     store.reset()
 
     plan = tick(store, cursor)
@@ -240,6 +251,66 @@ def test_files_older_than_the_lookback_are_never_listed(store):
     assert keys(plan) == ["shop/2026-11-10/orders.csv"]
     assert store.returned == ["shop/2026-11-10/orders.csv"]  # nothing from October, where 90 old files lie
     assert sorted(store.calls) == [("billing/", "billing/2026-11-07"), ("shop/", "shop/2026-11-07")]
+    assert not plan.swept and plan.cursor.swept_at == cursor.swept_at
+
+
+def test_a_file_for_a_day_older_than_the_lookback_is_found_by_the_next_sweep(store):
+    """The newcomer's story: the demo covers two weeks long past; a file dropped for the day after it is loaded,
+    not skipped in silence."""
+    for day in range(1, 15):  # generated and dropped in one go, today
+        put(store, f"shop/2026-10-{day:02d}/orders.csv", T0 + timedelta(seconds=day))
+    first = tick(store)
+    assert len(first.arrivals) == 14 and first.swept
+    # The demo's files were loaded and moved to processed/: the days before the window are empty again.
+    for day in range(1, 15):
+        os.remove(store.root / f"shop/2026-10-{day:02d}/orders.csv")
+    later = NOW + timedelta(days=20)
+    put(store, "shop/2026-10-15/orders.csv", later - timedelta(minutes=5))
+
+    plan = tick(store, roundtrip(first.cursor), now=later, today=later.date())
+
+    assert keys(plan) == ["shop/2026-10-15/orders.csv"]
+    assert [a.obj.key for a in plan.late] == ["shop/2026-10-15/orders.csv"]
+    assert plan.swept  # the old days hold nothing, so every tick sweeps: one listing page
+    assert tick(store, roundtrip(plan.cursor), now=later + timedelta(seconds=30), today=later.date()).arrivals == []
+
+
+def test_a_costly_sweep_runs_once_per_interval_and_finds_what_landed_since_the_last(store):
+    old_history(store)
+    put(store, "shop/2026-11-10/customers.csv", T0)
+    first = tick(store, max_arrivals=1000)
+    assert len(first.arrivals) == 91 and first.cursor.swept_at is None  # the first tick lists everything anyway
+    # The next sweep, one interval on, finds the history costly to list (90 objects before the window: more than
+    # this test's page of 50).
+    costly = {"sweep_every": timedelta(minutes=10), "cheap_sweep": 50, "max_arrivals": 1000}
+    after = NOW + timedelta(minutes=10)
+    second = tick(store, roundtrip(first.cursor), now=after, **costly)
+    assert second.swept and second.arrivals == [] and second.cursor.swept_at == after
+    late = put(store, "billing/2026-10-02/payments.csv", after + timedelta(minutes=1), text="id\n2\n")
+    put(store, "shop/2026-11-10/orders.csv", after + timedelta(minutes=2))
+
+    # Before the interval is up only the window is listed: today's file comes, the re-delivered October one waits.
+    third = tick(store, roundtrip(second.cursor), now=after + timedelta(minutes=3), **costly)
+    assert keys(third) == ["shop/2026-11-10/orders.csv"] and not third.swept
+    fourth = tick(store, roundtrip(third.cursor), now=after + timedelta(minutes=11), **costly)
+    assert fourth.swept and keys(fourth) == [late]  # today's file is not taken a second time
+    assert [a.obj.key for a in fourth.late] == [late]
+
+
+def test_a_sweep_never_takes_again_what_a_tick_handled_before_its_day_left_the_window(store):
+    old_history(store)
+    put(store, "shop/2026-11-10/customers.csv", T0)
+    first = tick(store, max_arrivals=1000)
+    costly = {"sweep_every": timedelta(hours=1), "cheap_sweep": 50, "max_arrivals": 1000}
+    second = tick(store, roundtrip(first.cursor), now=NOW + timedelta(hours=1), **costly)  # costly sweep, 90 objects
+    key = put(store, "shop/2026-11-08/orders.csv", NOW + timedelta(hours=1, minutes=5))
+    third = tick(store, roundtrip(second.cursor), now=NOW + timedelta(hours=1, minutes=6), **costly)
+    assert keys(third) == [key]
+    # Days pass: 2026-11-08 leaves the window, today's files move the high-water mark far past the overlap.
+    put(store, "shop/2026-11-12/orders.csv", NOW + timedelta(days=2))
+    fourth = tick(store, roundtrip(third.cursor), now=NOW + timedelta(days=2), today=date(2026, 11, 12), **costly)
+    assert keys(fourth) == ["shop/2026-11-12/orders.csv"] and fourth.swept
+    assert key not in keys(fourth)
 
 
 def test_late_files_for_a_day_inside_the_lookback_are_found(store):
@@ -285,11 +356,14 @@ def test_cursor_json_is_compact_and_stable():
         high_water=datetime(2026, 11, 10, 8, 0, 1, 250000, tzinfo=UTC),
         seen={"shop/2026-11-10/orders.csv": "1f-18a", "billing/2026-11-10/payments.csv": "9c-18b"},
         resume_from=date(2026, 11, 1),
+        sweep_floor=datetime(2026, 11, 10, 7, 59, tzinfo=UTC),
+        swept_at=datetime(2026, 11, 10, 8, 0, 5, tzinfo=UTC),
     )
     text = cursor.to_json()
     assert text == (
-        '{"hw":"2026-11-10T08:00:01.250000+00:00","resume":"2026-11-01",'
-        '"seen":{"billing/2026-11-10/payments.csv":"9c-18b","shop/2026-11-10/orders.csv":"1f-18a"},"v":1}'
+        '{"hw":"2026-11-10T08:00:01.250000+00:00","resume":"2026-11-01","sa":"2026-11-10T08:00:05+00:00",'
+        '"seen":{"billing/2026-11-10/payments.csv":"9c-18b","shop/2026-11-10/orders.csv":"1f-18a"},'
+        '"sf":"2026-11-10T07:59:00+00:00","v":1}'
     )
     assert ArrivalCursor.from_json(text) == cursor
     assert ArrivalCursor.from_json(None) == ArrivalCursor() == ArrivalCursor.from_json("")

@@ -1,4 +1,5 @@
-"""pipeline/dagster_patches: Dagster's per-output set building is computed once, with the same answers."""
+"""pipeline/dagster_patches: Dagster's per-output set building is computed once, with the same answers; a step failed
+by a `dg.Failure` is recorded with its message, without a stack trace, while a crash keeps its stack."""
 
 import dagster as dg
 
@@ -60,11 +61,11 @@ def test_a_step_reads_its_own_materializations_back_from_the_storage_not_the_dat
     kept when it committed the parent's materialization — the one Dagster's query returns — without the query."""
     import shutil
 
-    from pipeline.settings import REPO_ROOT
+    from devstack import INSTANCE_YAML
 
     dagster_patches.apply()
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    shutil.copy(REPO_ROOT / "dagster.yaml", tmp_path)
+    shutil.copy(INSTANCE_YAML, tmp_path / "dagster.yaml")
     with dg.DagsterInstance.get() as instance:
         asked: list = []
         get_asset_records = instance.get_asset_records
@@ -85,3 +86,36 @@ def test_a_step_reads_its_own_materializations_back_from_the_storage_not_the_dat
             [evaluation] = result.get_asset_check_evaluations()
             assert evaluation.target_materialization_data.storage_id == parent.storage_id
         assert not any(PARENT in (keys or []) for keys in asked), "the parent was read back from the database"
+
+
+@dg.asset
+def refused() -> None:
+    raise dg.Failure("Sync refused: 3 of 4 records would change", metadata={"planned": 3}, allow_retries=False)
+
+
+@dg.asset
+def crashed() -> None:
+    raise ZeroDivisionError("a real bug")
+
+
+def step_failure(asset: dg.AssetsDefinition) -> dg.DagsterEvent:
+    dagster_patches.apply()
+    result = dg.materialize([asset], instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    return failure
+
+
+def test_a_failure_is_recorded_with_its_message_and_metadata_but_no_stack():
+    data = step_failure(refused).step_failure_data
+    assert data.error.message == "Sync refused: 3 of 4 records would change"
+    assert data.error.stack == [] and data.error.cause is None  # the UI prints no "Stack Trace:" under it
+    assert data.error.cls_name == "Failure"
+    assert data.user_failure_data.description == "Sync refused: 3 of 4 records would change"
+    assert data.user_failure_data.metadata["planned"].value == 3
+    assert data.error_display_string == "Sync refused: 3 of 4 records would change"  # the run worker's log line
+
+
+def test_a_crash_keeps_its_stack():
+    data = step_failure(crashed).step_failure_data
+    assert "ZeroDivisionError: a real bug" in data.error_display_string
+    assert any("raise ZeroDivisionError" in frame for frame in data.error.cause.stack)

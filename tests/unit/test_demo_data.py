@@ -6,7 +6,7 @@ import csv
 import json
 import logging
 from collections import defaultdict
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -341,7 +341,8 @@ def test_failed_attempt_precedes_success(landing: Path) -> None:
 
 
 def test_cli_writes_then_skips_when_present(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    args = ["--landing", str(tmp_path), "--days", "2", "--customers", "10", "--seed", "3", "--no-progress"]
+    args = ["--landing", str(tmp_path), "--days", "2", "--customers", "10", "--seed", "3", "--no-progress",
+            "--start", "2026-11-01"]  # fmt: skip
     assert demo_data.main(args) == 0
     written = _file_bytes(tmp_path)
     assert len(written) == 2 * len(demo_data.FILE_FORMATS)
@@ -375,3 +376,20 @@ def test_email_slug(text: str, slug: str) -> None:
 def test_make_email_embeds_the_id() -> None:
     assert demo_data.make_email("Sofía", "García", 42) == "sofia.garcia.42@example.com"
     assert demo_data.make_email("Sofía", "García", 42, variant=1) == "sgarcia.42@example.org"
+
+
+def test_by_default_the_days_end_today_and_the_first_day_is_found_again(tmp_path: Path, capsys) -> None:
+    """`make dev` writes the demo once and starts the raw partitions on its first day, read back from the folder."""
+    assert demo_data.main(["--landing", str(tmp_path), "--days", "3", "--customers", "5", "--no-progress"]) == 0
+    today = datetime.now(UTC).date()
+    assert sorted(p.name for p in (tmp_path / "shop").iterdir()) == [
+        (today - timedelta(days=d)).isoformat() for d in (2, 1, 0)
+    ]
+    capsys.readouterr()
+    # Loaded files move to processed/ (and their folders may go): the first day is still found there.
+    (tmp_path / "processed").mkdir()
+    (tmp_path / "shop").rename(tmp_path / "processed" / "shop")
+    assert demo_data.main(["--landing", str(tmp_path), "--first-day"]) == 0
+    assert capsys.readouterr().out.strip() == (today - timedelta(days=2)).isoformat()
+    assert demo_data.main(["--landing", str(tmp_path / "empty"), "--first-day"]) == 0
+    assert capsys.readouterr().out.strip() == ""

@@ -1,9 +1,27 @@
+import json
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from pipeline.settings import REPO_ROOT, Settings, secret
+from pipeline.settings import REPO_ROOT, Settings, SettingsError, alert_routes, secret, store_url
+
+
+def dbt_project(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dbt_project.yml").write_text("name: p\n")
+    (root / "profiles.yml").write_text("p: {}\n")
+    return root
+
+
+def problems(env: dict[str, str]) -> list[str]:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert str(info.value).count("\n") == len(info.value.problems), "one line per problem under the heading"
+    return info.value.problems
 
 
 def test_defaults_point_inside_the_repository():
@@ -15,6 +33,7 @@ def test_defaults_point_inside_the_repository():
     assert s.dbt_target is None
     assert s.crm_url == "http://127.0.0.1:8765"
     assert s.crm_batch_size == 100
+    assert s.dbt_partition_incremental is True
 
 
 def test_environment_overrides(tmp_path: Path):
@@ -22,10 +41,14 @@ def test_environment_overrides(tmp_path: Path):
         {
             "DUCKDB_PATH": str(tmp_path / "w.duckdb"),
             "LANDING_URL": "s3://bucket/prefix",
-            "DBT_PROJECT_DIR": str(tmp_path / "proj"),
+            "DBT_PROJECT_DIR": str(dbt_project(tmp_path / "proj")),
             "DBT_TARGET": "prod",
             "CRM_URL": "https://api.hubapi.com/",
-            "CRM_BATCH_SIZE": "50",
+            "CRM_BATCH_SIZE": " 50 ",
+            "DBT_PARTITION_INCREMENTAL": "Off",
+            "MART_FRESHNESS_HOURS": "0.5",
+            "PIPELINE_TIMEZONE": "Europe/Berlin",
+            "DAILY_BUILD_CRON": "@daily",
         }
     )
     assert s.warehouse_path == tmp_path / "w.duckdb"
@@ -34,11 +57,165 @@ def test_environment_overrides(tmp_path: Path):
     assert s.dbt_target == "prod"
     assert s.crm_url == "https://api.hubapi.com"
     assert s.crm_batch_size == 50
+    assert s.dbt_partition_incremental is False
+    assert s.mart_freshness_hours == 0.5
+    assert (s.timezone, s.daily_build_cron) == ("Europe/Berlin", "@daily")
 
 
-def test_batch_size_respects_hubspot_limit():
-    with pytest.raises(ValueError, match="between 1 and 100"):
-        Settings.from_env({"CRM_BATCH_SIZE": "101"})
+def test_a_blank_value_means_the_default():
+    """`NAME=` in a .env file is unset, not an error (and not an empty URL)."""
+    s = Settings.from_env({"CRM_BATCH_SIZE": "", "CRM_URL": "  ", "DBT_PARTITION_INCREMENTAL": ""})
+    assert (s.crm_batch_size, s.crm_url, s.dbt_partition_incremental) == (100, "http://127.0.0.1:8765", True)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("CRM_BATCH_SIZE", "abc", "a whole number from 1 to 100"),
+        ("CRM_BATCH_SIZE", "101", "a whole number from 1 to 100"),
+        ("CRM_BATCH_SIZE", "0", "a whole number from 1 to 100"),
+        ("CRM_BATCH_SIZE", "1.5", "a whole number from 1 to 100"),
+        ("SYNC_CONCURRENCY", "-1", "a whole number from 1 to 64"),
+        ("LANDING_SENSOR_INTERVAL_SECONDS", "0", "a whole number of seconds, 1 to 86400"),
+        ("LANDING_SENSOR_OVERLAP_SECONDS", "5m", "a whole number of seconds, 0 to 86400"),
+        ("LANDING_SENSOR_LOOKBACK_DAYS", "-3", "a whole number of days"),
+        ("LANDING_SENSOR_SWEEP_MINUTES", "0", "a number of minutes above 0, at most 10080"),
+        ("LANDING_SENSOR_SWEEP_MINUTES", "ten", "a number of minutes above 0, at most 10080"),
+        ("DBT_WINDOW_LOOKBACK_DAYS", "three", "a whole number of days, 0 to 366"),
+        ("DBT_THREADS", "0", "a whole number of threads"),
+        ("CRM_TIMEOUT_SECONDS", "0", "a number of seconds above 0"),
+        ("CRM_TIMEOUT_SECONDS", "inf", "a number of seconds above 0"),
+        ("MART_FRESHNESS_HOURS", "nan", "a number of hours above 0"),
+        ("MART_FRESHNESS_HOURS", "26h", "a number of hours above 0"),
+        ("LANDING_START_DATE", "2026-13-01", "a date as YYYY-MM-DD"),
+        ("LANDING_START_DATE", "01/11/2026", "a date as YYYY-MM-DD"),
+        ("LANDING_START_DATE", "20261101", "a date as YYYY-MM-DD"),
+        ("LANDING_PROCESSED_ACTION", "delete", "one of move, tag, leave"),
+        ("DBT_PARTITION_INCREMENTAL", "ture", "one of 1, true, yes, on, 0, false, no, off"),
+        ("DAILY_BUILD_CRON", "0 6 * *", "a cron expression of 5 fields"),
+        ("DAILY_BUILD_CRON", "0 0 30 2 *", "a cron expression of 5 fields"),
+        ("RAW_FRESHNESS_DEADLINE_CRON", "61 9 * * *", "a cron expression of 5 fields"),
+        ("PIPELINE_TIMEZONE", "Europe/Berlín", "an IANA time zone"),
+        ("PIPELINE_TIMEZONE", "CEST", "an IANA time zone"),
+        ("LANDING_URL", "ftp://files.example.com/landing", "a local folder, file:///path or s3://bucket/prefix"),
+        ("LANDING_URL", "s3://Not_A_Bucket/x", "a local folder, file:///path or s3://bucket/prefix"),
+        ("LANDING_URL", "gs://bucket/x", "a local folder, file:///path or s3://bucket/prefix"),
+        ("DBT_ARTIFACTS_URL", "https://example.com/artifacts", "a local folder, file:///path or s3://bucket/prefix"),
+        ("CRM_URL", "api.hubapi.com", "an http(s) URL"),
+        ("WEBHOOK_URL", "ftp://hooks.example.com", "an http(s) URL"),
+        ("DAGSTER_UI_BASE_URL", "http://:3000", "an http(s) URL"),
+        ("LANDING_ENDPOINT_URL", "http://minio:port", "an http(s) URL"),
+        ("LANDING_REGION", "EU West", "an AWS region name"),
+        ("CRM_ID_PROPERTY", "customer id", "a CRM property name"),
+        ("DBT_PROJECT_DIR", "/nonexistent/project", "the folder of a dbt project (holding dbt_project.yml)"),
+        ("DBT_PROFILES_DIR", "/nonexistent/profiles", "the folder holding dbt's profiles.yml"),
+        ("DUCKDB_PATH", "/tmp", "a file path (not a folder)"),
+    ],
+)
+def test_a_bad_setting_names_the_variable_the_value_and_the_accepted_form(name, value, accepted):
+    [problem] = problems({name: value})
+    assert problem.startswith(f"{name}={value!r}: expected {accepted}"), problem
+
+
+def test_every_bad_setting_is_reported_at_once():
+    found = problems(
+        {
+            "CRM_BATCH_SIZE": "abc",
+            "LANDING_START_DATE": "2026-13-01",
+            "LANDING_URL": "ftp://x/y",
+            "PIPELINE_TIMEZONE": "Nowhere/Land",
+            "DBT_PARTITION_INCREMENTAL": "maybe",
+        }
+    )
+    assert [p.split("=")[0] for p in found] == [
+        "LANDING_URL",
+        "LANDING_START_DATE",
+        "DBT_PARTITION_INCREMENTAL",
+        "CRM_BATCH_SIZE",
+        "PIPELINE_TIMEZONE",
+    ]
+
+
+def test_details_that_help_are_kept():
+    [scheme_problem, date_problem] = problems({"LANDING_START_DATE": "2026-13-01", "LANDING_URL": "ftp://x/y"})
+    assert "month must be in 1..12" in date_problem
+    assert "ftp:// is not supported" in scheme_problem
+
+
+def test_landing_start_date_cannot_be_after_today():
+    tomorrow = (datetime.now(UTC).date() + timedelta(days=2)).isoformat()
+    [problem] = problems({"LANDING_START_DATE": tomorrow})
+    assert "no landing day would have a partition" in problem
+
+
+@pytest.mark.parametrize(
+    "url", ["relative/landing", "/abs/landing", "file:///abs/landing", "s3://acme-landing", "s3://acme.landing/a/b"]
+)
+def test_store_urls_accepted(url):
+    assert store_url(url) == url
+
+
+def test_a_store_url_that_is_a_file_is_refused(tmp_path: Path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="it is a file"):
+        store_url(str(tmp_path / "f"))
+
+
+@given(st.integers(min_value=1, max_value=100))
+def test_any_batch_size_within_hubspots_limit_is_accepted(size):
+    assert Settings.from_env({"CRM_BATCH_SIZE": str(size)}).crm_batch_size == size
+
+
+@given(st.integers().filter(lambda n: not 1 <= n <= 100))
+def test_any_batch_size_outside_hubspots_limit_is_refused(size):
+    [problem] = problems({"CRM_BATCH_SIZE": str(size)})
+    assert problem.startswith(f"CRM_BATCH_SIZE='{size}'")
+
+
+@given(st.sampled_from(["1", "true", "yes", "on", "0", "false", "no", "off"]), st.data())
+def test_booleans_in_any_case(word, data):
+    spelled = "".join(data.draw(st.sampled_from([c.lower(), c.upper()])) for c in word)
+    assert Settings.from_env({"DBT_PARTITION_INCREMENTAL": spelled}).dbt_partition_incremental is (
+        word in ("1", "true", "yes", "on")
+    )
+
+
+@given(
+    st.text(min_size=1).filter(
+        lambda t: t.strip() and t.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off")
+    )
+)
+def test_anything_else_is_not_a_boolean(text):
+    [problem] = problems({"DBT_PARTITION_INCREMENTAL": text})
+    assert problem.startswith("DBT_PARTITION_INCREMENTAL=")
+
+
+@given(st.dates(min_value=date(1000, 1, 1), max_value=datetime.now(UTC).date()))
+def test_any_iso_date_up_to_today_is_a_start_date(day):
+    assert Settings.from_env({"LANDING_START_DATE": day.isoformat()}).landing_start_date == day.isoformat()
+
+
+@given(
+    st.text(alphabet=st.characters(categories=["L", "N"]), min_size=8, max_size=40),
+    st.sampled_from(["SLACK_WEBHOOK_URL", "ALERT_WEBHOOK_URL", "ALERT_ROUTES"]),
+)
+def test_a_secret_is_named_but_its_value_never_shown(token, name):
+    value = f"hooks.example.com/{token}" if name != "ALERT_ROUTES" else '{"team:a": "hooks.example.com/' + token
+    [problem] = problems({name: value})
+    assert problem.startswith(f"{name} (value not shown: a secret): expected")
+    assert token not in problem
+
+
+def test_alert_routes():
+    routes = {"team:finance_data": "https://hooks.example.com/a", "ops@example.com": "http://127.0.0.1:9/b"}
+    assert alert_routes({"ALERT_ROUTES": json.dumps(routes)}) == routes
+    assert alert_routes({}) == {}
+    with pytest.raises(SettingsError, match="the route of 'team:x' is not an http"):
+        alert_routes({"ALERT_ROUTES": '{"team:x": "nope", "team:y": "https://ok.example.com"}'})
+    with pytest.raises(SettingsError, match="a JSON list, not an object"):
+        alert_routes({"ALERT_ROUTES": '["https://hooks.example.com"]'})
+    with pytest.raises(SettingsError, match="not JSON: Expecting"):
+        alert_routes({"ALERT_ROUTES": "{team: x}"})
 
 
 def test_secrets_are_env_vars_never_values():
