@@ -29,10 +29,16 @@ import sys
 import threading
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 #: The launcher's own option (before dbt's arguments): order seeds before the readers of the sources they load.
 SEEDS_BEFORE_SOURCES = "--seeds-before-sources"
+#: The launcher's own option `--arguments-file PATH`: a JSON list of arguments too long for a command line (a
+#: selection of thousands of nodes; Linux refuses one argument over 128 KiB). dbt's arguments name them
+#: `@argument-<i>`; the launcher puts them in and removes the file.
+ARGUMENTS_FILE = "--arguments-file"
+ARGUMENT_PLACEHOLDER = "@argument-{}"
 #: dbt commands that run models (where a reading model could overtake its seed)
 ORDERED_COMMANDS = frozenset({"build", "run"})
 
@@ -176,11 +182,26 @@ def parsed_with_seeds_first(args: list[str], callbacks: list[Any]) -> Any | None
     return parsed.result
 
 
+def own_options(args: list[str]) -> tuple[bool, list[str]]:
+    """The launcher's own options at the front of `args`: (seeds first?, dbt's arguments with the long ones put in)."""
+    seeds_first, spilled = False, None
+    while args and args[0] in (SEEDS_BEFORE_SOURCES, ARGUMENTS_FILE):
+        if args[0] == SEEDS_BEFORE_SOURCES:
+            seeds_first, args = True, args[1:]
+        else:
+            path, args = Path(args[1]), args[2:]
+            spilled = json.loads(path.read_text(encoding="utf-8"))
+            path.unlink(missing_ok=True)
+    if spilled:
+        by_placeholder = {ARGUMENT_PLACEHOLDER.format(i): value for i, value in enumerate(spilled)}
+        args = [by_placeholder.get(arg, arg) for arg in args]
+    return seeds_first, args
+
+
 def main(args: list[str]) -> int:
     from dbt.cli.main import dbtRunner
 
-    seeds_first = bool(args) and args[0] == SEEDS_BEFORE_SOURCES
-    args = args[1:] if seeds_first else args
+    seeds_first, args = own_options(args)
     callbacks = [ResultLines(sys.stdout)] if text_log(args) else []
     manifest = parsed_with_seeds_first(args, callbacks) if seeds_first else None
     result = dbtRunner(manifest=manifest, callbacks=callbacks).invoke(args)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,7 +21,7 @@ from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject
 from packaging import version
 
 from ..settings import Settings
-from .dbt_launcher import SEEDS_BEFORE_SOURCES
+from .dbt_launcher import ARGUMENT_PLACEHOLDER, ARGUMENTS_FILE, SEEDS_BEFORE_SOURCES
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,30 @@ def manifest_is_stale(project_dir: Path, manifest_path: Path) -> bool:
             ):
                 return True
     return False
+
+
+#: The longest argument put on dbt's command line; longer ones (a selection of a few thousand nodes) go through a file
+#: (dbt_launcher.py's --arguments-file): Linux refuses to start a process with an argument over 128 KiB.
+LONGEST_ARGUMENT = 100_000
+
+
+def spill_long_arguments(args: Sequence[str]) -> tuple[list[str], str | None]:
+    """`args` with each argument longer than LONGEST_ARGUMENT replaced by a placeholder, and the file holding them
+    (a JSON list, for dbt_launcher.py, which removes it), or None when none is that long."""
+    kept: list[str] = []
+    long_ones: list[str] = []
+    for arg in args:
+        if len(arg) > LONGEST_ARGUMENT:
+            kept.append(ARGUMENT_PLACEHOLDER.format(len(long_ones)))
+            long_ones.append(arg)
+        else:
+            kept.append(arg)
+    if not long_ones:
+        return kept, None
+    handle, path = tempfile.mkstemp(prefix="dbt-arguments-", suffix=".json")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(long_ones, out)
+    return kept, path
 
 
 #: Runs dbt through dbt_launcher.py, by path, without the script's folder on sys.path (`-P`).
@@ -231,7 +257,9 @@ class PipelineDbtCliResource(DbtCliResource):
             # node's result as a line dagster-dbt parses: see `dbt_log_args` and `events_with_run_metadata`. The copy
             # takes this resource's cached dbt version along (it would otherwise ask `python --version`).
             self._cli_version  # noqa: B018 - computed (and cached) here, so the copy carries it
+            args, spilled = spill_long_arguments(args)
             own = [SEEDS_BEFORE_SOURCES] if self.seeds_before_sources else []
+            own += [ARGUMENTS_FILE, spilled] if spilled else []
             launcher = self.model_copy(
                 update={
                     "dbt_executable": sys.executable,
