@@ -9,11 +9,22 @@ credentials as the landing bucket). They serve three purposes: an audit trail of
 downloads to build only what a pull request changed:
 
     dbt build --select state:modified+ --defer --state <folder holding latest/manifest.json>
+
+Once they are kept there, the invocation's own target folder (dagster-dbt gives each dbt invocation one under the
+project's `target/`: artifacts, compiled SQL, the debug log, a copy of the partial-parse file; ~3 MB per invocation
+of a 100-model project) has served its purpose and is removed (`remove_invocation_folder`), so `target/` stays
+bounded. Nothing later reads it: a retry reads the attempt's run_results.json from the store, and partial parsing
+starts from the project's own `target/partial_parse.msgpack`, which dagster-dbt copies into each new folder and
+which is never touched here. A failed invocation's folder is kept for a while (its dbt.log is what the error
+message points to), then swept (`sweep_invocation_folders`), with those a killed run left behind.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +75,42 @@ class ArtifactStore:
 
     def run_results(self, run_id: str, step: str, attempt: int) -> dict[str, Any] | None:
         return self.load(attempt_prefix(run_id, step, attempt) + "run_results.json")
+
+
+#: dagster-dbt's name for an invocation's target folder: `<op>-<run id[:7]>-<7 hex>`, or `<7 hex>` without a context
+INVOCATION_FOLDER = re.compile(r"(?:\w+-[0-9a-f]{7}-)?[0-9a-f]{7}")
+#: how long a failed invocation's folder (and one a killed run left) stays for a look at its dbt.log
+KEEP_FAILED_SECONDS = 3 * 24 * 3600
+
+
+def is_invocation_folder(path: Path) -> bool:
+    """Whether `path` is a per-invocation folder dagster-dbt made under a target folder (never anything else)."""
+    return INVOCATION_FOLDER.fullmatch(path.name) is not None
+
+
+def remove_invocation_folder(target_path: Path) -> bool:
+    """Remove one invocation's target folder once its artifacts are kept; False when it is not one of dagster-dbt's
+    (an explicit target path is left alone)."""
+    if not is_invocation_folder(target_path) or not target_path.is_dir():
+        return False
+    shutil.rmtree(target_path, ignore_errors=True)
+    return True
+
+
+def sweep_invocation_folders(target_dir: Path, *, keep_seconds: float = KEEP_FAILED_SECONDS) -> list[str]:
+    """Remove invocation folders under `target_dir` untouched for `keep_seconds` (failed invocations' folders, kept
+    for their dbt.log, and those of runs killed before cleaning up). Returns the names removed."""
+    cutoff = time.time() - keep_seconds
+    removed = []
+    for folder in sorted(target_dir.iterdir()) if target_dir.is_dir() else []:
+        try:
+            stale = folder.is_dir() and is_invocation_folder(folder) and folder.stat().st_mtime < cutoff
+        except OSError:  # removed meanwhile by another run's sweep
+            continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
 
 
 def unfinished_nodes(run_results: dict[str, Any]) -> list[str]:

@@ -3,21 +3,45 @@
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache, lru_cache
 from typing import Any
 
 import dagster as dg
 import orjson
-from dagster_dbt import DagsterDbtCliRuntimeError, DbtCliInvocation, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtCliRuntimeError,
+    DagsterDbtTranslator,
+    DbtCliInvocation,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+from dagster_dbt.asset_utils import (  # dagster-dbt's own subset selection: see project_copy_free_selection
+    _SELECTION_ARGS_THRESHOLD,
+    DAGSTER_DBT_EXCLUDE_METADATA_KEY,
+    DAGSTER_DBT_SELECT_METADATA_KEY,
+    DAGSTER_DBT_SELECTOR_METADATA_KEY,
+    DBT_INDIRECT_SELECTION_ENV,
+    get_subset_selection_for_context,
+)
 from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 
 from ..automation.conditions import dbt_depth
 from ..resources import DbtArtifactsResource
 from ..settings import WAREHOUSE_POOL, Settings
-from .artifacts import ArtifactStore, summary, unfinished_nodes
+from .artifacts import (
+    ArtifactStore,
+    remove_invocation_folder,
+    summary,
+    sweep_invocation_folders,
+    unfinished_nodes,
+)
+from .dbt_launcher import seeds_feeding_sources
 from .project import dbt_project, dbt_resource
 from .translator import PipelineTranslator
 
@@ -57,15 +81,12 @@ def dbt_env_defaults() -> Iterator[None]:
 DBT_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-#: dbt models partitioned by landing day, like the raw tables: the incremental ones (see fct_orders.sql) and every
-#: model upstream of them, so the chain from a raw partition to an incremental model is partitioned all the way.
-#: Dagster's asset backfills (and automation) go from a partitioned parent to its partitioned children; with an
-#: unpartitioned view in between, a backfill of a day range never reaches the incremental model. Unpartitioned
-#: models downstream (the marts) are fine: they run once all the partitions they read are done.
-PARTITIONED = "+config.materialized:incremental,resource_type:model"
+#: dbt `meta` key of an incremental model: `true` partitions it by landing day although it reads no raw table of
+#: ours (its SQL reads `window_start` / `window_end`), `false` keeps it unpartitioned although it does.
+PARTITION_META_KEY = "partition_by_landing_date"
 
 
-def incremental_models(manifest: dict) -> frozenset[str]:
+def incremental_models(manifest: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(
         u
         for u, n in manifest["nodes"].items()
@@ -73,18 +94,71 @@ def incremental_models(manifest: dict) -> frozenset[str]:
     )
 
 
-def partitioned_models(manifest: dict) -> frozenset[str]:
-    """The unique ids `PARTITIONED` selects: incremental models and the models upstream of them (dbt's `+`
-    walks through any node, e.g. a snapshot; only models are collected)."""
+def partition_opt_in(node: Mapping[str, Any]) -> bool | None:
+    """An incremental model's `meta.partition_by_landing_date` (config or properties): True, False, or None (unset).
+
+    Raises ValueError naming the model and its file when the value is not a boolean.
+    """
+    for meta in ((node.get("config") or {}).get("meta") or {}, node.get("meta") or {}):
+        if PARTITION_META_KEY in meta:
+            value = meta[PARTITION_META_KEY]
+            if not isinstance(value, bool):
+                raise ValueError(
+                    f"meta.{PARTITION_META_KEY} of dbt model {node.get('name')} ({node.get('original_file_path')}) "
+                    f"must be true or false, got {value!r}"
+                )
+            return value
+    return None
+
+
+def partitioned_models(manifest: Mapping[str, Any], landing_sources: AbstractSet[str]) -> frozenset[str]:
+    """The dbt models run with daily partitions by landing day, like the raw tables.
+
+    An incremental model is partitioned when it reads (through any chain of nodes) a source in `landing_sources`
+    — the dbt sources our daily-partitioned ingestion assets load (`meta.dagster.asset_key`) — so its increments
+    follow the landing days (see fct_orders.sql), or when its `meta.partition_by_landing_date` is true; that key set
+    to false keeps it unpartitioned either way. An incremental model of a project brought through DBT_PROJECT_DIR,
+    whose logic has nothing to do with our landing dates, thus stays unpartitioned: `dbt build` runs it as dbt would.
+
+    With a partitioned incremental model, so are the models *between* it and the raw tables (upstream of it and
+    downstream of a landing source), so the chain from a raw partition to the incremental model is partitioned all
+    the way: Dagster's asset backfills (and automation) go from a partitioned parent to its partitioned children;
+    with an unpartitioned view in between, a backfill of a day range would never reach the incremental model. Models
+    upstream of it that read no raw table (over a seed, say) stay unpartitioned, as do the models downstream (the
+    marts): they run once all the partitions they read are done.
+    """
     nodes, parent_map = manifest["nodes"], manifest.get("parent_map", {})
-    todo = list(incremental_models(manifest))
-    upstream = set(todo)
+
+    @cache
+    def reads_landing(unique_id: str) -> bool:
+        return any(p in landing_sources or reads_landing(p) for p in parent_map.get(unique_id, ()))
+
+    roots = []
+    for unique_id in sorted(incremental_models(manifest)):
+        opted = partition_opt_in(nodes[unique_id])
+        if opted or (opted is None and reads_landing(unique_id)):
+            roots.append(unique_id)
+    chain, todo = set(roots), list(roots)
     while todo:
         for parent in parent_map.get(todo.pop(), ()):
-            if parent in nodes and parent not in upstream:
-                upstream.add(parent)
+            if parent in nodes and parent not in chain and reads_landing(parent):
+                chain.add(parent)
                 todo.append(parent)
-    return frozenset(u for u in upstream if nodes[u]["resource_type"] == "model")
+    return frozenset(u for u in chain if nodes[u]["resource_type"] == "model")
+
+
+def landing_sources(manifest: Mapping[str, Any], ingested: AbstractSet[dg.AssetKey]) -> frozenset[str]:
+    """unique_ids of the dbt sources that name an ingestion asset through `meta.dagster.asset_key` (dagster-dbt's
+    own reading of a source's key)."""
+    translator = DagsterDbtTranslator()
+    return frozenset(
+        uid for uid in manifest.get("sources", {}) if translator.get_asset_spec(manifest, uid, None).key in ingested
+    )
+
+
+def dbt_selection(manifest: Mapping[str, Any], unique_ids: AbstractSet[str]) -> str:
+    """A dbt selection of exactly these nodes, by fully qualified name (as dagster-dbt selects a subset)."""
+    return " ".join(sorted(".".join(manifest["nodes"][u]["fqn"]) for u in unique_ids))
 
 
 def build_dbt_assets(
@@ -94,11 +168,11 @@ def build_dbt_assets(
     partitions_def: dg.TimeWindowPartitionsDefinition | None,
     lookback_days: int,
 ) -> list[dg.AssetsDefinition]:
-    """`dbt_build` for the project (`manifest`: its parsed manifest, read once at load). With `partitions_def`
-    (DBT_PARTITION_INCREMENTAL, on by default) its incremental models and the models upstream of them are
-    `dbt_incremental` instead: partitioned by landing day, run with the partition range (widened by
-    `lookback_days`) as vars `window_start`/`window_end`, a backfill of many days in one dbt invocation."""
-    incremental = partitions_def is not None and bool(incremental_models(manifest))
+    """`dbt_build` for the project (`manifest`: its parsed manifest, read once at load). The models the translator
+    partitions (`partitioned_models`; DBT_PARTITION_INCREMENTAL, on by default) are `dbt_incremental` instead:
+    partitioned by landing day (`partitions_def`), run with the partition range (widened by `lookback_days`) as vars
+    `window_start`/`window_end`, a backfill of many days in one dbt invocation."""
+    partitioned = dbt_selection(manifest, translator.partitioned) if partitions_def is not None else ""
 
     def window_vars(context: dg.AssetExecutionContext) -> list[str]:
         window = context.partition_time_window
@@ -107,16 +181,16 @@ def build_dbt_assets(
         return ["--vars", json.dumps({"window_start": start.isoformat(), "window_end": end.isoformat()})]
 
     assets = [
-        _dbt_multi_asset(project, manifest, translator, "dbt_build", exclude=PARTITIONED if incremental else None),
+        _dbt_multi_asset(project, manifest, translator, "dbt_build", exclude=partitioned or None),
     ]
-    if incremental:
+    if partitioned:
         assets.append(
             _dbt_multi_asset(
                 project,
                 manifest,
                 translator,
                 "dbt_incremental",
-                select=PARTITIONED,
+                select=partitioned,
                 partitions_def=partitions_def,
                 extra_args=window_vars,
             )
@@ -166,6 +240,14 @@ def _dbt_multi_asset(
                 args = ["build", *extra, "--select", " ".join(redo)]
                 invocation = dbt.cli(args, manifest=manifest, dagster_dbt_translator=translator)
                 invocation.context = context
+            elif (subset := project_copy_free_selection(context, manifest, translator)) is not None:
+                selection, indirect = subset
+                context.log.info(f"A subset of {len(selection[-1].split())} dbt nodes, selected on dbt's command line")
+                with indirect_selection(indirect):
+                    invocation = dbt.cli(
+                        ["build", *extra, *selection], manifest=manifest, dagster_dbt_translator=translator
+                    )
+                invocation.context = context
             else:
                 invocation = dbt.cli(["build", *extra], context=context)
         run_results: dict[str, Any] | None = None
@@ -178,12 +260,67 @@ def _dbt_multi_asset(
             run_results = run_results or read_run_results(invocation)
             if run_results is not None:
                 context.log.info(f"dbt invocation: {json.dumps(summary(run_results, manifest))}")
-            saved = store.save(
-                context.run_id, step, attempt, invocation.target_path, succeeded=invocation.is_successful()
-            )
+            succeeded = invocation.is_successful()
+            saved = store.save(context.run_id, step, attempt, invocation.target_path, succeeded=succeeded)
             context.log.info(f"dbt artifacts of attempt {attempt} kept in {store.url}: {', '.join(saved)}")
+            # Kept: the invocation's own folder is not needed any more (a failed one stays a while, for dbt.log).
+            if succeeded:
+                remove_invocation_folder(invocation.target_path)
+            sweep_invocation_folders(invocation.target_path.parent)
 
     return _dbt
+
+
+def project_copy_free_selection(
+    context: dg.AssetExecutionContext, manifest: dict, translator: PipelineTranslator
+) -> tuple[list[str], str | None] | None:
+    """For a subset run of more than dagster-dbt's 200 nodes: dagster-dbt's own selection of it (`--select` and the
+    DBT_INDIRECT_SELECTION it needs), to put on dbt's command line here; None for any other run.
+
+    Given such a subset, dagster-dbt 0.29 copies the whole project folder to a new temporary folder (never removed:
+    target/, dbt_packages/, and a DuckDB file kept there), writes a selectors.yml there and runs dbt in the copy. A
+    profile whose DuckDB path is relative to the project (`path: warehouse.duckdb`, as many are) then has dbt build
+    the copy's warehouse: the run succeeds and the project's warehouse is untouched. Selected here, dbt runs in the
+    project itself; a selection longer than a command line takes goes through a file (see `spill_long_arguments`).
+    """
+    assets_def = context.assets_def
+    subset = (
+        assets_def.keys_by_output_name != assets_def.node_keys_by_output_name
+        or assets_def.check_specs_by_output_name != assets_def.node_check_specs_by_output_name
+    )
+    if not subset:
+        return None
+    tags = context.op.tags
+    selection, indirect = get_subset_selection_for_context(
+        context=context,
+        manifest=manifest,
+        select=tags.get(DAGSTER_DBT_SELECT_METADATA_KEY),
+        exclude=tags.get(DAGSTER_DBT_EXCLUDE_METADATA_KEY),
+        selector=tags.get(DAGSTER_DBT_SELECTOR_METADATA_KEY),
+        dagster_dbt_translator=translator,
+        current_dbt_indirect_selection_env=os.getenv(DBT_INDIRECT_SELECTION_ENV),
+    )
+    selected = selection[-1].split() if selection[:1] == ["--select"] and len(selection) == 2 else []
+    if len(selected) <= _SELECTION_ARGS_THRESHOLD:
+        return None  # dagster-dbt selects it on the command line itself
+    return selection, indirect
+
+
+@contextmanager
+def indirect_selection(value: str | None) -> Iterator[None]:
+    """DBT_INDIRECT_SELECTION set to `value` (when not None) while dagster-dbt starts dbt."""
+    if value is None:
+        yield
+        return
+    before = os.environ.get(DBT_INDIRECT_SELECTION_ENV)
+    os.environ[DBT_INDIRECT_SELECTION_ENV] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(DBT_INDIRECT_SELECTION_ENV, None)
+        else:
+            os.environ[DBT_INDIRECT_SELECTION_ENV] = before
 
 
 def retry_selection(store: ArtifactStore, run_id: str, step: str, attempt: int, manifest: dict) -> list[str] | None:
@@ -352,12 +489,18 @@ class DbtStage:
 
 
 def external_source_specs(
-    manifest: dict, key_of: Callable[[str], dg.AssetKey], defined: set[dg.AssetKey]
+    manifest: dict,
+    key_of: Callable[[str], dg.AssetKey],
+    defined: set[dg.AssetKey],
+    skip: AbstractSet[str] = frozenset(),
 ) -> list[dg.AssetSpec]:
     """dbt sources that no ingestion asset feeds (e.g. in a project brought via DBT_PROJECT_DIR) appear as
-    external assets, so their lineage is visible instead of dangling."""
+    external assets, so their lineage is visible instead of dangling; `skip`: sources that are no asset of their own
+    (a seed loads them: the seed is upstream of their readers instead)."""
     specs: dict[dg.AssetKey, dg.AssetSpec] = {}
     for unique_id, source in manifest.get("sources", {}).items():
+        if unique_id in skip:
+            continue
         key = key_of(unique_id)
         if key in defined or key in specs:
             continue
@@ -371,17 +514,52 @@ def external_source_specs(
     return list(specs.values())
 
 
+def seed_fed_sources(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """source unique_id -> the seed loading the same relation (see dbt_launcher.seeds_feeding_sources)."""
+    return seeds_feeding_sources(
+        {u: n.get("relation_name") for u, n in manifest["nodes"].items() if n["resource_type"] == "seed"},
+        {u: s.get("relation_name") for u, s in manifest.get("sources", {}).items()},
+    )
+
+
 def transformation_defs(
     settings: Settings, ingested: set[dg.AssetKey], partitions_def: dg.TimeWindowPartitionsDefinition
 ) -> DbtStage:
+    """The dbt stage. Seeds that load a table the project also reads as a source come before that source's readers,
+    in the asset graph (the translator) and in dbt's build order (the dbt resource, `dbt_launcher.py`).
+
+    Built once per process for the same inputs (the settings, the ingestion assets, the partitions, the manifest file
+    as it is on disk): a run worker loads the code location twice for a run with an asset selection (Dagster 1.13:
+    once for the job, again for its subset), and the dbt stage is most of a load (~2 s of a 1,000-model project's
+    run worker, bench P2). Its parts are immutable Dagster definitions, so the second load shares them.
+    """
+    project = dbt_project(settings)  # under `dagster dev`, parses a stale project first
+    manifest_file = project.manifest_path.stat()
+    identity = (str(project.manifest_path), manifest_file.st_mtime_ns, manifest_file.st_size, manifest_file.st_ino)
+    return _dbt_stage(settings, frozenset(ingested), partitions_def, identity)
+
+
+@lru_cache(maxsize=4)
+def _dbt_stage(
+    settings: Settings,
+    ingested: frozenset[dg.AssetKey],
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    manifest_identity: tuple[str, int, int, int],
+) -> DbtStage:
     project = dbt_project(settings)
     manifest = orjson.loads(project.manifest_path.read_bytes())
-    partitioned = partitioned_models(manifest) if settings.dbt_partition_incremental else frozenset()
+    partitioned = (
+        partitioned_models(manifest, landing_sources(manifest, ingested))
+        if settings.dbt_partition_incremental
+        else frozenset()
+    )
+    fed = seed_fed_sources(manifest)
     depth = dbt_depth(manifest)
-    translator = PipelineTranslator(depth=depth, partitioned=partitioned)
+    translator = PipelineTranslator(depth=depth, partitioned=partitioned, seed_of_source=fed)
 
     def key_of(unique_id: str) -> dg.AssetKey:
-        return translator.get_asset_spec(manifest, unique_id, project).key
+        """The asset of a dbt node or source (a source a seed loads: the seed)."""
+        return translator.get_asset_spec(manifest, fed.get(unique_id, unique_id), project).key
 
     return DbtStage(
         defs=dg.Definitions(
@@ -390,12 +568,12 @@ def transformation_defs(
                     project,
                     manifest,
                     translator,
-                    partitions_def if settings.dbt_partition_incremental else None,
+                    partitions_def if partitioned else None,
                     settings.dbt_window_lookback_days,
                 ),
-                *external_source_specs(manifest, key_of, ingested),
+                *external_source_specs(manifest, key_of, ingested, skip=fed.keys()),
             ],
-            resources={"dbt": dbt_resource(project)},
+            resources={"dbt": dbt_resource(project, seeds_before_sources=bool(fed))},
         ),
         manifest=manifest,
         key_of=key_of,

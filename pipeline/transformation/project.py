@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,6 +21,7 @@ from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject
 from packaging import version
 
 from ..settings import Settings
+from .dbt_launcher import ARGUMENT_PLACEHOLDER, ARGUMENTS_FILE, SEEDS_BEFORE_SOURCES
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +40,46 @@ def dbt_project(settings: Settings) -> DbtProject:
         target=settings.dbt_target,
     )
     if project.preparer.using_dagster_dev() and manifest_is_stale(project.project_dir, project.manifest_path):
-        project.preparer.prepare(project)
+        prepare(project)
     if not project.manifest_path.exists():
         raise FileNotFoundError(
             f"No dbt manifest at {project.manifest_path}. Run `dbt parse` in {project.project_dir} "
             "(`make dev` and `make test` do it for you)."
         )
     return project
+
+
+def prepare(project: DbtProject) -> None:
+    """Parse the project (`dbt parse`), after `dbt deps` only when a package it lists is not installed.
+
+    dagster-dbt's own preparation runs `dbt deps` whenever the project has a packages.yml: that needs the dbt hub
+    (network), fails offline, and can leave dbt_packages/ without the vendored packages a team committed there. dbt
+    itself only needs every listed package to have a folder in the install path (its check before parsing), so
+    that is the test here.
+    """
+    if not packages_installed(project.project_dir):
+        project.preparer.prepare(project)
+        return
+    parser = DbtCliResource(project_dir=project, dbt_executable=dbt_executable())
+    parser.cli(["parse", "--quiet"], target_path=project.target_path).wait()
+
+
+def packages_installed(project_dir: Path) -> bool:
+    """Whether the packages the project lists (packages.yml, dependencies.yml) have as many folders in its packages
+    install path (`packages-install-path`, by default dbt_packages/), as dbt checks before it parses."""
+    from dbt.clients.yaml_helper import load_yaml_text
+
+    listed = 0
+    for name in ("packages.yml", "dependencies.yml"):
+        path = project_dir / name
+        if path.exists():
+            listed += len((load_yaml_text(path.read_text()) or {}).get("packages") or [])
+    if not listed:
+        return True
+    config = load_yaml_text((project_dir / "dbt_project.yml").read_text()) or {}
+    folder = project_dir / str(config.get("packages-install-path") or "dbt_packages")
+    installed = sum(1 for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else 0
+    return installed >= listed
 
 
 #: Folders dbt writes or installs into; changes there do not make the manifest stale.
@@ -63,6 +99,30 @@ def manifest_is_stale(project_dir: Path, manifest_path: Path) -> bool:
             ):
                 return True
     return False
+
+
+#: The longest argument put on dbt's command line; longer ones (a selection of a few thousand nodes) go through a file
+#: (dbt_launcher.py's --arguments-file): Linux refuses to start a process with an argument over 128 KiB.
+LONGEST_ARGUMENT = 100_000
+
+
+def spill_long_arguments(args: Sequence[str]) -> tuple[list[str], str | None]:
+    """`args` with each argument longer than LONGEST_ARGUMENT replaced by a placeholder, and the file holding them
+    (a JSON list, for dbt_launcher.py, which removes it), or None when none is that long."""
+    kept: list[str] = []
+    long_ones: list[str] = []
+    for arg in args:
+        if len(arg) > LONGEST_ARGUMENT:
+            kept.append(ARGUMENT_PLACEHOLDER.format(len(long_ones)))
+            long_ones.append(arg)
+        else:
+            kept.append(arg)
+    if not long_ones:
+        return kept, None
+    handle, path = tempfile.mkstemp(prefix="dbt-arguments-", suffix=".json")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(long_ones, out)
+    return kept, path
 
 
 #: Runs dbt through dbt_launcher.py, by path, without the script's folder on sys.path (`-P`).
@@ -154,9 +214,14 @@ class PipelineDbtCliResource(DbtCliResource):
     On DuckDB, dbt also runs through `dbt_launcher.py` (see `cli`): the installed dbt, reporting each result as it
     comes although its stdout log is text.
 
+    With `seeds_before_sources` (set when the project has seeds that load a table it also reads as a source), the
+    launcher orders those seeds before the source's readers in `dbt build` / `dbt run` (see dbt_launcher.py).
+
     Both override private members of the pinned dagster-dbt (`_cli_version`, `_initialize_dbt_core_adapter`);
     tests/unit/test_dbt_resource.py fails if they disappear.
     """
+
+    seeds_before_sources: bool = False
 
     @cached_property
     def _cli_version(self) -> version.Version:
@@ -192,8 +257,14 @@ class PipelineDbtCliResource(DbtCliResource):
             # node's result as a line dagster-dbt parses: see `dbt_log_args` and `events_with_run_metadata`. The copy
             # takes this resource's cached dbt version along (it would otherwise ask `python --version`).
             self._cli_version  # noqa: B018 - computed (and cached) here, so the copy carries it
+            args, spilled = spill_long_arguments(args)
+            own = [SEEDS_BEFORE_SOURCES] if self.seeds_before_sources else []
+            own += [ARGUMENTS_FILE, spilled] if spilled else []
             launcher = self.model_copy(
-                update={"dbt_executable": sys.executable, "global_config_flags": [*LAUNCHER, *self.global_config_flags]}
+                update={
+                    "dbt_executable": sys.executable,
+                    "global_config_flags": [*LAUNCHER, *own, *self.global_config_flags],
+                }
             )
             return launcher._start(args, **kwargs)  # noqa: SLF001 - the copy is this resource
         return self._start(args, **kwargs)
@@ -213,10 +284,11 @@ class PipelineDbtCliResource(DbtCliResource):
         return invocation
 
 
-def dbt_resource(project: DbtProject) -> DbtCliResource:
+def dbt_resource(project: DbtProject, *, seeds_before_sources: bool = False) -> DbtCliResource:
     return PipelineDbtCliResource(
         dbt_executable=dbt_executable(),
         project_dir=project,
         profiles_dir=str(project.profiles_dir) if project.profiles_dir else None,
         target=project.target,
+        seeds_before_sources=seeds_before_sources,
     )

@@ -37,13 +37,25 @@ def owners_from_meta(resource_props: Mapping[str, Any]) -> list[str] | None:
     return [o if "@" in o or o.startswith("team:") else "team:" + re.sub(r"\W", "_", o) for o in owners]
 
 
+#: key prefix of a dbt source that a seed of the project loads (`PipelineTranslator.seed_deps`): never an asset
+SEED_FED_SOURCE_PREFIX = "seed_fed_source"
+
+
 class PipelineTranslator(DagsterDbtTranslator):
-    def __init__(self, depth: int = 1, partitioned: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        depth: int = 1,
+        partitioned: frozenset[str] = frozenset(),
+        seed_of_source: Mapping[str, str] | None = None,
+    ) -> None:
         """`depth`: levels from the raw tables to the deepest node; `partitioned`: unique_ids of the models run
-        with daily partitions (the rest of the project is unpartitioned) — both for the automation condition."""
+        with daily partitions (the rest of the project is unpartitioned) — both for the automation condition.
+        `seed_of_source`: source unique_id -> the seed that loads the same table (`seed_fed_sources`)."""
         super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
         self.depth = depth
         self.partitioned = partitioned
+        self.seed_of_source = dict(seed_of_source or {})
+        self._seed_keys: dict[int, dict[dg.AssetKey, dg.AssetKey]] = {}
         self._conditions: dict[tuple[str, ...], dg.AutomationCondition] = {}
         #: dagster-dbt asks for every node's spec once per multi-asset and again for each node's parents; on a
         #: 5,000-model project that is tens of thousands of calls (bench P1). Specs are immutable, so each is
@@ -76,12 +88,43 @@ class PipelineTranslator(DagsterDbtTranslator):
             cached = self._specs[cache_key] = self._asset_spec(manifest, unique_id, project)
         return cached
 
+    def _seed_key_of_source_key(self, manifest: Mapping[str, Any], project: DbtProject | None) -> dict:
+        """source asset key -> seed asset key, for the sources a seed loads."""
+        if (keys := self._seed_keys.get(id(manifest))) is None:
+            keys = self._seed_keys[id(manifest)] = {
+                self.get_asset_spec(manifest, source, project).key: self.get_asset_spec(manifest, seed, project).key
+                for source, seed in self.seed_of_source.items()
+            }
+        return keys
+
+    def seed_deps(self, manifest: Mapping[str, Any], spec: dg.AssetSpec, project: DbtProject | None) -> dict:
+        """The spec's deps with a seed-fed source replaced by its seed: `{"deps": [...]}`, or {} when it reads none.
+
+        dbt knows no edge from a seed to the models reading a source over the seed's table; in the graph the seed is
+        their parent instead of the source, which then is no asset of its own (dagster-dbt refuses a source and a
+        seed with one key). Deduplicated: a model may also `ref()` the seed."""
+        if not self.seed_of_source or not spec.deps:  # seeds and sources have no deps: no recursion from here
+            return {}
+        remap = self._seed_key_of_source_key(manifest, project)
+        if not any(dep.asset_key in remap for dep in spec.deps):
+            return {}
+        deps: dict[dg.AssetKey, dg.AssetDep] = {}
+        for dep in spec.deps:
+            key = remap.get(dep.asset_key)
+            deps.setdefault(key or dep.asset_key, dg.AssetDep(key) if key else dep)
+        return {"deps": list(deps.values())}
+
     def _asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
+        if unique_id in self.seed_of_source:
+            # No asset (its readers depend on the seed): a key of its own, as dagster-dbt refuses a source and a seed
+            # with one key, which is what a seed in schema `x` and a source named `x` get by default.
+            return spec.replace_attributes(key=spec.key.with_prefix(SEED_FED_SOURCE_PREFIX))
         props = self.get_resource_props(manifest, unique_id)
         group = group_from_path(props)
         owners = owners_from_meta(props)
         return spec.replace_attributes(  # one copy of the spec: a copy re-validates its metadata (bench P1)
+            **self.seed_deps(manifest, spec, project),
             **({"group_name": group} if group else {}),
             **({"owners": owners} if owners else {}),
             **({"tags": {**spec.tags, **PARTITIONED_TAG}} if unique_id in self.partitioned else {}),

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from pipeline.transformation.artifacts import is_invocation_folder
 from tests.conftest import dbt_parse
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "harbor_ledger"
@@ -79,3 +80,7 @@ def test_the_retry_rebuilds_only_what_failed_or_was_skipped(project):
     latest = json.loads((project / "artifacts" / "latest" / "run_results.json").read_text())
     assert {r["unique_id"].split(".")[-1] for r in latest["results"]} == {"flaky_balances", "after_flaky"}
     assert os.path.exists(project / "artifacts" / "latest" / "manifest.json")
+    # target/ keeps the failed attempt's own folder (its dbt.log), not the successful one's.
+    kept = [p for p in (project / "harbor_ledger" / "target").iterdir() if is_invocation_folder(p)]
+    assert len(kept) == 1
+    assert "flaky_balances" in (kept[0] / "dbt.log").read_text()

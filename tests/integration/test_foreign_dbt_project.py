@@ -1,13 +1,19 @@
-"""Any dbt-duckdb project loads and builds through DBT_PROJECT_DIR, without edits to it."""
+"""Any dbt-duckdb project loads and builds through DBT_PROJECT_DIR, with the default settings and without edits to it:
+harbor_ledger has a vendored package, a seed that loads a table the project also reads as a source, an incremental
+model unrelated to our landing dates, a snapshot, a unit test, a semantic model, a metric and an exposure."""
 
 import json
+import os
 import shutil
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
 
+from pipeline.transformation.artifacts import is_invocation_folder
 from tests.conftest import dbt_parse
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "harbor_ledger"
@@ -40,10 +46,26 @@ def test_loads_with_its_own_shape(harbor):
     assert not any(k.path[-1] == "crm_contacts_sync" for k in specs)
     checks = defs.resolve_asset_graph().asset_check_keys
     assert any(c.name.startswith("unique_account_balances") for c in checks)
+    # The source over the fx_rates seed's table is no asset (dagster-dbt's default keys give both reference/fx_rates,
+    # which stock dagster-dbt refuses to load): its reader depends on the seed.
+    fx_rates = dg.AssetKey(["reference", "fx_rates"])
+    assert {d.asset_key for d in specs[dg.AssetKey("base_fx_rates")].deps} == {fx_rates}
+    assert [k for k in specs if k.path[-1] == "fx_rates"] == [fx_rates]
+    # Its incremental model has nothing to do with our landing dates: nothing of the project is partitioned.
+    dbt_ops = {a.node_def.name: a for a in _dbt_assets(defs)}
+    assert set(dbt_ops) == {"dbt_build"} and dbt_ops["dbt_build"].partitions_def is None
+    assert {dg.AssetKey("daily_flows"), dg.AssetKey(["snapshots", "accounts_history"])} <= dbt_ops["dbt_build"].keys
+
+
+def _dbt_assets(defs: dg.Definitions) -> list[dg.AssetsDefinition]:
+    return [a for a in defs.resolve_asset_graph().assets_defs if a.is_executable and a.node_def.name.startswith("dbt_")]
 
 
 def test_materializes_every_dbt_asset(harbor):
+    """Default settings, a fresh warehouse: every asset in one `dbt build`, the seed before the source's reader
+    (a plain `dbt build` of this project runs base_fx_rates first, which fails: the table does not exist yet)."""
     project, defs = harbor
+    assert not (project / "harbor.duckdb").exists()
     job = defs.resolve_implicit_global_asset_job_def()
     dbt_keys = {k for k in job.asset_layer.executable_asset_keys if k.path[0] != "raw"}
     result = job.get_subset(asset_selection=dbt_keys).execute_in_process(instance=dg.DagsterInstance.ephemeral())
@@ -55,6 +77,24 @@ def test_materializes_every_dbt_asset(harbor):
     assert checks and all(c.passed for c in checks)
     with duckdb.connect(str(project / "harbor.duckdb"), read_only=True) as conn:
         assert conn.execute("select count(*) from monthly_flows").fetchone()[0] == 5
+        assert conn.execute("select count(*) from daily_flows").fetchone()[0] == 5
+        eur = conn.execute("select balance_eur from balances_in_eur where account_id = 1").fetchone()[0]
+        assert eur == Decimal("1563.54")
+
+    runs = Path(os.environ["DBT_ARTIFACTS_URL"]) / "runs" / result.run_id / "dbt_build" / "attempt-0"
+    results = {r["unique_id"]: r for r in json.loads((runs / "run_results.json").read_text())["results"]}
+    assert results["unit_test.harbor_ledger.account_balances.balances_sum_each_accounts_transactions"]["status"] == (
+        "pass"
+    )
+
+    def at(unique_id: str, which: str) -> datetime:
+        moments = [t[which] for t in results[unique_id]["timing"]]
+        return datetime.fromisoformat((min if which == "started_at" else max)(moments).replace("Z", "+00:00"))
+
+    assert at("seed.harbor_ledger.fx_rates", "completed_at") <= at("model.harbor_ledger.base_fx_rates", "started_at")
+    # Its artifacts kept, the invocation's own target folder is gone; the project's partial-parse file stays.
+    assert not [p.name for p in (project / "target").iterdir() if is_invocation_folder(p)]
+    assert (project / "target" / "partial_parse.msgpack").exists()
 
 
 def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor, capsys):
@@ -69,6 +109,7 @@ def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor,
     project, _ = harbor
     manifest = json.loads((project / "target" / "manifest.json").read_text())
     plain = DbtCliResource(project_dir=str(project), profiles_dir=str(project), dbt_executable=dbt_executable())
+    plain.cli(["seed"]).wait()  # plain dbt does not order the fx_rates seed before its source's reader
     streamed = list(plain.cli(["build"], manifest=manifest).stream())  # JSON log, as dagster-dbt runs dbt
 
     ours = PipelineDbtCliResource(project_dir=str(project), profiles_dir=str(project), dbt_executable=dbt_executable())
@@ -97,7 +138,7 @@ def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor,
             metadata,
         )
 
-    assert len(streamed) == 7  # 4 models and seeds, 3 tests
+    assert len(streamed) == 15  # 10 models, seeds and snapshots, 5 tests (the unit test gives no event)
     assert any(isinstance(e, dg.AssetCheckEvaluation) for e in streamed)
     assert sorted(map(fields, built), key=repr) == sorted(map(fields, streamed), key=repr)
     materialized = {e.asset_key: e.metadata for e in built if isinstance(e, dg.AssetMaterialization)}
@@ -117,3 +158,54 @@ def test_launcher_streams_the_events_dagster_dbt_makes_from_the_json_log(harbor,
     own = list(events_with_run_metadata(plain.cli(["build"], manifest=manifest), ours.duckdb_path))
     assert sorted(map(fields, own), key=repr) == sorted(map(fields, streamed), key=repr)
     assert "Completed successfully" in capsys.readouterr().out
+
+
+def test_dagster_dev_parses_a_vendored_project_without_dbt_deps(tmp_path, monkeypatch):
+    """Under `dagster dev` a stale manifest is parsed again; with every listed package in dbt_packages/ that takes no
+    `dbt deps` (dagster-dbt's preparation runs it, which needs the dbt hub and can drop vendored packages)."""
+    from dagster_dbt import DbtProject
+    from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
+
+    from pipeline.transformation.project import prepare
+
+    project_dir = tmp_path / "harbor_ledger"
+    shutil.copytree(FIXTURE, project_dir, ignore=shutil.ignore_patterns("target", "logs"))
+    monkeypatch.setattr(DagsterDbtProjectPreparer, "prepare", lambda *a: pytest.fail("dbt deps was to be run"))
+    project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
+    prepare(project)
+    assert project.manifest_path.exists()
+    assert (project_dir / "dbt_packages" / "harbor_utils" / "macros" / "cents.sql").exists()
+
+
+def test_a_large_subset_builds_the_projects_own_warehouse(tmp_path, monkeypatch, module_env):
+    """A subset run of more nodes than dagster-dbt selects on the command line (200; lowered to 3 here): dagster-dbt
+    would build a copy of the project in a temporary folder, and harbor's relative DuckDB path would then be the
+    copy's. Ours selects the subset on dbt's command line in the project itself; a selection longer than a command
+    line takes (the limit lowered here too) goes through dbt_launcher.py's arguments file."""
+    import glob
+    import tempfile
+
+    import dagster_dbt.asset_utils
+
+    from pipeline.transformation import assets, project
+
+    project_dir = tmp_path / "harbor_ledger"
+    shutil.copytree(FIXTURE, project_dir)
+    module_env.setenv("DBT_PROJECT_DIR", str(project_dir))
+    dbt_parse(project_dir)
+    monkeypatch.setattr(dagster_dbt.asset_utils, "_SELECTION_ARGS_THRESHOLD", 3)
+    monkeypatch.setattr(assets, "_SELECTION_ARGS_THRESHOLD", 3)
+    monkeypatch.setattr(project, "LONGEST_ARGUMENT", 20)
+    from pipeline.definitions import defs
+
+    job = defs().resolve_implicit_global_asset_job_def()
+    subset = {k for k in job.asset_layer.executable_asset_keys if k.path[0] != "raw"} - {dg.AssetKey("monthly_flows")}
+    copies = set(glob.glob(f"{tempfile.gettempdir()}/tmp*/dbt_project.yml"))
+    result = job.get_subset(asset_selection=subset).execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert set(glob.glob(f"{tempfile.gettempdir()}/tmp*/dbt_project.yml")) == copies, "a copy of the project was made"
+    assert {m.asset_key for m in result.asset_materializations_for_node("dbt_build")} == subset
+    with duckdb.connect(str(project_dir / "harbor.duckdb"), read_only=True) as conn:
+        built = {r[0] for r in conn.execute("select table_name from information_schema.tables").fetchall()}
+    assert {"account_balances", "daily_flows", "balances_in_eur"} <= built and "monthly_flows" not in built
+    assert not glob.glob(f"{tempfile.gettempdir()}/dbt-arguments-*.json"), "the launcher removes its arguments file"

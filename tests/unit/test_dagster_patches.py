@@ -43,6 +43,51 @@ def test_same_answers_computed_once():
     assert {e.asset_key for e in result.get_asset_materialization_events()} == {s.key for s in SPECS}
 
 
+PARENT, CHILD = dg.AssetKey("parent"), dg.AssetKey("child")
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec(PARENT), dg.AssetSpec(CHILD, deps=[PARENT])],
+    check_specs=[dg.AssetCheckSpec("filled", asset=PARENT)],
+)
+def parent_and_child():
+    yield dg.MaterializeResult(asset_key=PARENT)
+    yield dg.AssetCheckResult(asset_key=PARENT, check_name="filled", passed=True)
+    yield dg.MaterializeResult(asset_key=CHILD)
+
+
+def test_a_step_reads_its_own_materializations_back_from_the_storage_not_the_database(tmp_path, monkeypatch):
+    """With our local instance, the child's provenance and the parent check's target come from the record the storage
+    kept when it committed the parent's materialization — the one Dagster's query returns — without the query."""
+    import shutil
+
+    from devstack import INSTANCE_YAML
+
+    dagster_patches.apply()
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    shutil.copy(INSTANCE_YAML, tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.get() as instance:
+        asked: list = []
+        get_asset_records = instance.get_asset_records
+        monkeypatch.setattr(
+            instance, "get_asset_records", lambda keys=None: asked.append(keys) or get_asset_records(keys)
+        )
+        for _ in range(2):  # the second run must point at its own parent materialization, not the first run's
+            result = dg.materialize([parent_and_child], instance=instance)
+            assert result.success
+            parent = instance.fetch_materializations(PARENT, limit=1).records[0]
+            assert parent.run_id == result.run_id
+            child = instance.fetch_materializations(CHILD, limit=1).records[0].asset_materialization
+            assert child.tags["dagster/input_event_pointer/parent"] == str(parent.storage_id)
+            assert (
+                child.tags["dagster/input_data_version/parent"]
+                == parent.asset_materialization.tags["dagster/data_version"]
+            )
+            [evaluation] = result.get_asset_check_evaluations()
+            assert evaluation.target_materialization_data.storage_id == parent.storage_id
+        assert not any(PARENT in (keys or []) for keys in asked), "the parent was read back from the database"
+
+
 @dg.asset
 def refused() -> None:
     raise dg.Failure("Sync refused: 3 of 4 records would change", metadata={"planned": 3}, allow_retries=False)

@@ -1,6 +1,6 @@
 import os
 
-from pipeline.transformation.project import manifest_is_stale
+from pipeline.transformation.project import manifest_is_stale, packages_installed
 
 
 def test_manifest_is_stale_only_after_a_project_file_changes(tmp_path):
@@ -17,3 +17,17 @@ def test_manifest_is_stale_only_after_a_project_file_changes(tmp_path):
     assert not manifest_is_stale(tmp_path, manifest)
     os.utime(model, (manifest.stat().st_mtime + 5,) * 2)
     assert manifest_is_stale(tmp_path, manifest)
+
+
+def test_packages_count_as_installed_when_each_listed_one_has_a_folder(tmp_path):
+    (tmp_path / "dbt_project.yml").write_text("name: p\nprofile: p\n")
+    assert packages_installed(tmp_path)  # lists none
+    (tmp_path / "packages.yml").write_text("packages:\n  - local: utils\n  - package: acme/audit\n    version: 1.0.0\n")
+    assert not packages_installed(tmp_path)
+    (tmp_path / "dbt_packages" / "audit").mkdir(parents=True)
+    assert not packages_installed(tmp_path)
+    (tmp_path / "utils").mkdir()
+    (tmp_path / "dbt_packages" / "utils").symlink_to(tmp_path / "utils")  # as `dbt deps` installs a local package
+    assert packages_installed(tmp_path)
+    (tmp_path / "dbt_project.yml").write_text("name: p\nprofile: p\npackages-install-path: vendor\n")
+    assert not packages_installed(tmp_path)

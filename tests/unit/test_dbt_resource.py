@@ -1,6 +1,7 @@
 """PipelineDbtCliResource: the dbt version without `dbt --version`, the adapter handle built while dbt runs."""
 
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from dagster_dbt import DbtCliResource
@@ -26,6 +27,15 @@ def test_the_dagster_dbt_members_we_override_still_exist():
 
     assert callable(DbtCliInvocation._stream_stdout)
     assert "_ENV" in vars(DuckDBConnectionManager)
+    # ... and dagster-dbt's subset selection, which a large subset run uses without its project copy.
+    import inspect
+
+    from dagster_dbt import asset_utils
+
+    assert asset_utils._SELECTION_ARGS_THRESHOLD == 200
+    assert {"context", "manifest", "select", "exclude", "selector", "dagster_dbt_translator"} <= set(
+        inspect.signature(asset_utils.get_subset_selection_for_context).parameters
+    )
 
 
 def test_version_of_this_environments_dbt_comes_from_package_metadata():
@@ -119,3 +129,19 @@ def test_the_launcher_and_its_text_log_go_together(project_dir):
         project_dir=str(project_dir), profiles_dir=str(project_dir), dbt_executable=dbt_executable()
     )
     assert not postgres.reports_through_launcher and dbt_log_args(postgres) == []
+
+
+def test_arguments_too_long_for_a_command_line_reach_dbt_through_a_file(monkeypatch):
+    from pipeline.transformation import project as project_module
+    from pipeline.transformation.dbt_launcher import SEEDS_BEFORE_SOURCES, own_options
+
+    monkeypatch.setattr(project_module, "LONGEST_ARGUMENT", 10)
+    long_selection = "a.b.model_one a.b.model_two"
+    args = ["build", "--select", long_selection, "--exclude", long_selection + " x", "--target", "dev"]
+    kept, path = project_module.spill_long_arguments(args)
+    assert kept == ["build", "--select", "@argument-0", "--exclude", "@argument-1", "--target", "dev"]
+    assert path is not None and Path(path).exists()
+    seeds_first, restored = own_options([SEEDS_BEFORE_SOURCES, "--arguments-file", path, *kept])
+    assert seeds_first and restored == args
+    assert not Path(path).exists()  # the launcher removes it
+    assert project_module.spill_long_arguments(["build", "--target", "dev"]) == (["build", "--target", "dev"], None)
