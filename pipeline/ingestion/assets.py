@@ -5,6 +5,9 @@ from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # not exported by `dagster`
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 from ..automation.conditions import PARTITIONED_TAG
 from ..automation.retries import TRANSIENT_RETRY
@@ -125,21 +128,33 @@ def quarantine_message(rejected: list[tuple[ContractViolation, str]]) -> str:
     return "\n".join(f"{v} -> quarantined at {where}" for v, where in rejected)
 
 
-def contract_failed(key: dg.AssetKey, result: dg.AssetCheckResult) -> dg.AssetCheckEvaluation:
+def contract_failed(
+    key: dg.AssetKey, result: dg.AssetCheckResult, instance: dg.DagsterInstance
+) -> dg.AssetCheckEvaluation:
     """The failed `landing_contract` check of a run that quarantined a file, recorded as the verdict on the table
     as it stands (the file was not loaded; the table is its latest materialization).
 
     Yielded as an evaluation rather than an `AssetCheckResult`: Dagster ties a check result in a partition's run to
     that partition's latest materialization, while the UI shows an unpartitioned check only when its evaluation
     targets the asset's latest materialization of *any* partition. A file re-delivered for a day loaded before,
-    while later days have loaded since, would fail its check and show "Not evaluated". Without a target Dagster
-    falls back to "evaluated after the latest materialization", which is what happened.
+    while later days have loaded since, would fail its check and show "Not evaluated". So the evaluation names the
+    asset's latest materialization as its target; Dagster's fallback without one ("evaluated after the latest
+    materialization", compared on a creation time rounded to the second) misses a load that finished in the same
+    second as the failed one.
     """
+    latest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1).records
     return dg.AssetCheckEvaluation(
         asset_key=key,
         check_name=CONTRACT_CHECK,
         passed=False,
         metadata=result.metadata,
+        target_materialization_data=(
+            AssetCheckEvaluationTargetMaterializationData(
+                storage_id=latest[0].storage_id, run_id=latest[0].run_id, timestamp=latest[0].timestamp
+            )
+            if latest
+            else None  # never loaded: the check is the verdict on nothing older
+        ),
         severity=dg.AssetCheckSeverity.ERROR,
         description=result.description,
         blocking=False,
@@ -222,7 +237,7 @@ def build_ingestion_asset(
             rows = table_rows(conn, contract)
         metadata = load_metadata(loads, rejected, rows)
         if rejected:
-            yield contract_failed(key, contract_result(rejected, found=len(found)))
+            yield contract_failed(key, contract_result(rejected, found=len(found)), context.instance)
             raise dg.Failure(
                 description=quarantine_message(rejected),
                 metadata={**metadata, "quarantined": dg.MetadataValue.json([where for _, where in rejected])},

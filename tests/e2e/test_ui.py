@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.e2e.conftest import ASSET_NODES_QUERY, CRM_TOKEN, DEMO_CUSTOMERS, DEMO_DAYS, SAVED, Stack
 
@@ -113,8 +114,15 @@ def open_lineage(page: Page, url: str, selection: str | None = None, *, expand: 
         box = viewport.bounding_box()
         assert box is not None
         # The bottom left corner: the search bar overlays the top, the zoom controls sit bottom right.
-        viewport.click(button="right", position={"x": 20, "y": box["height"] - 20})
-        page.get_by_role("menuitem", name="Expand all groups").click()
+        for attempt in range(3):
+            viewport.click(button="right", position={"x": 20, "y": box["height"] - 20})
+            try:
+                page.get_by_role("menuitem", name="Expand all groups").click(timeout=15_000)
+                break
+            except PlaywrightTimeoutError:
+                # The "Join the Dagster community" dialog can open over the menu; skipping it closes the menu too.
+                if attempt == 2:
+                    raise
         expect(page).to_have_url(re.compile(r"[?&]expanded="))
     # Loading the page again lays the graph out to fit the viewport as it is now.
     page.reload()
