@@ -21,12 +21,18 @@ previous sweep (less the overlap) that no tick has handled — `seen` keeps ever
 has looked past it, so nothing is requested twice. Where the days before the window hold few objects (the loader
 moves loaded files to `processed/`, the default) a sweep costs one listing page and every tick sweeps; where they
 hold many (files left or tagged in place) a sweep runs once every `sweep_every`.
+
+Why files are *set aside* rather than dropped: a file for a day that is not a raw partition (before
+LANDING_START_DATE, or a day not yet begun) cannot be requested. It is reported once and kept in the cursor's `aside`
+set; every listing that returns it offers it again, so once LANDING_START_DATE moves back (or the day begins) the
+next sweep loads it. A sweep also looks at the landing root (one listing with a delimiter): a folder named after no
+source system (`shpo/`) or a file outside any folder would otherwise never be listed at all; each is reported once.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -60,6 +66,10 @@ class ArrivalCursor:
     to this floor, so the next sweep never takes an object a tick already handled for new.
     `swept_at`: when the last *costly* sweep ran (wall clock): one that listed more than a page of objects before
     the window. None after a cheap one, so every tick sweeps again (and an idle tick leaves the cursor as it was).
+    `aside`: key -> ETag of the files set aside because their landing day was no raw partition when listed (see the
+    module's docstring); offered again whenever a listing returns them, reported only once.
+    `strays`: the names at the landing root that belong to no source system, as the last sweep found them
+    (reported when they first appear).
     """
 
     high_water: datetime | None = None
@@ -67,6 +77,8 @@ class ArrivalCursor:
     resume_from: date | None = None
     sweep_floor: datetime | None = None
     swept_at: datetime | None = None
+    aside: dict[str, str] = field(default_factory=dict)
+    strays: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         """Compact and stable (sorted keys, no spaces): equal cursors give equal strings."""
@@ -81,6 +93,10 @@ class ArrivalCursor:
             document["sf"] = self.sweep_floor.astimezone(UTC).isoformat()
         if self.swept_at is not None:
             document["sa"] = self.swept_at.astimezone(UTC).isoformat()
+        if self.aside:
+            document["aside"] = self.aside
+        if self.strays:
+            document["strays"] = self.strays
         return json.dumps(document, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -96,6 +112,8 @@ class ArrivalCursor:
             seen = {str(key): str(etag) for key, etag in (document.get("seen") or {}).items()}
             resume = date.fromisoformat(document["resume"]) if "resume" in document else None
             sweep_floor, swept_at = _utc(document.get("sf")), _utc(document.get("sa"))
+            aside = {str(key): str(etag) for key, etag in (document.get("aside") or {}).items()}
+            strays = [str(name) for name in document.get("strays") or []]
         except (ValueError, TypeError, AttributeError) as err:
             raise ValueError(
                 f"unreadable arrival sensor cursor ({err}); reset it in the UI (sensor page -> Set cursor value)"
@@ -107,6 +125,8 @@ class ArrivalCursor:
             resume_from=resume,
             sweep_floor=sweep_floor,
             swept_at=swept_at,
+            aside=aside,
+            strays=strays,
         )
 
     def sweep_due(self, now: datetime, sweep_every: timedelta) -> bool:
@@ -152,6 +172,10 @@ class TickPlan:
     #: window, or objects that listed later than the overlap allows.
     swept: bool = False
     late: list[Arrival] = field(default_factory=list)
+    #: Files newly set aside (their day is no raw partition), and names at the landing root newly found that
+    #: belong to no source system: both reported, neither loaded.
+    outside: list[Arrival] = field(default_factory=list)
+    strays: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -180,13 +204,15 @@ def plan_tick(
     sweep_every: timedelta = timedelta(minutes=10),
     cheap_sweep: int = CHEAP_SWEEP_OBJECTS,
     max_arrivals: int = DEFAULT_MAX_ARRIVALS,
+    loadable: Callable[[Arrival], bool] | None = None,
 ) -> TickPlan:
     """The objects that arrived since `cursor`, oldest first, and the cursor to store after requesting them.
 
     New means: LastModified no earlier than `high_water - overlap` and (key, ETag) not in `seen`; on a sweep tick
     (see the module's docstring) every day is listed and the floor is `sweep_floor - overlap`. At most
     `max_arrivals` arrivals are returned; the cursor then stops at the last one returned, so the rest come in the
-    following ticks, in order, none skipped and none twice.
+    following ticks, in order, none skipped and none twice. An arrival `loadable` refuses (its day is no partition
+    of its raw table) is set aside in the cursor and offered again by every listing that returns it.
     """
     if overlap < timedelta(0) or lookback_days < 0 or max_arrivals < 1:
         raise ValueError("overlap and lookback_days must not be negative, max_arrivals must be at least 1")
@@ -211,39 +237,51 @@ def plan_tick(
             listed += 1
             before_window += boundary is not None and obj.key < boundary
             listed_etags[obj.key] = (obj.etag, obj.last_modified)
-            if since is not None and obj.last_modified < since:
-                continue
-            if cursor.seen.get(obj.key) == obj.etag:
-                continue
+            if cursor.aside.get(obj.key) != obj.etag:  # a file set aside is offered again, however old
+                if since is not None and obj.last_modified < since:
+                    continue
+                if cursor.seen.get(obj.key) == obj.etag:
+                    continue
             new.append(_New(obj, _arrival(obj, by_file)))
 
     new.sort(key=lambda item: (item.obj.last_modified, item.obj.key))
-    arrivals = [item.arrival for item in new if item.arrival is not None]
+    candidates = [item.arrival for item in new if item.arrival is not None]
+    arrivals = [a for a in candidates if loadable is None or loadable(a)]
+    outside = [a for a in candidates if loadable is not None and not loadable(a)]
     ignored = [item.obj.key for item in new if item.arrival is None]
     taken, left = arrivals[:max_arrivals], arrivals[max_arrivals:]
 
-    # Every ignored key is reported now (they cost nothing to report); the arrivals beyond the limit wait.
-    handled = [a.obj for a in taken] + [item.obj for item in new if item.arrival is None]
+    # Every ignored or set-aside key is handled now (they cost nothing to report); the arrivals beyond the limit
+    # wait.
+    handled = [a.obj for a in taken] + [item.obj for item in new if item.arrival is None] + [a.obj for a in outside]
     high_water = cursor.high_water
     for obj in [a.obj for a in taken] if left else handled:
         if high_water is None or obj.last_modified > high_water:
             high_water = obj.last_modified
+    strays = _strays(store, systems) if swept else cursor.strays
+    new_strays = [name for name in strays if name not in cursor.strays]
     if high_water is None:  # first tick on an empty landing: keep listing everything
-        return TickPlan([], [], ArrivalCursor(), listed=listed, swept=True)
+        return TickPlan([], [], ArrivalCursor(strays=strays), listed=listed, swept=True, strays=new_strays)
 
     sweep_floor = high_water if swept else cursor.sweep_floor
     floor = min(high_water, sweep_floor or high_water) - overlap
+
+    def listed_here(key: str) -> bool:
+        """Whether this tick's listing covered the key's day (so a key it did not return is gone)."""
+        return swept or window_start is None or key >= f"{key.split('/', 1)[0]}/{window_start.isoformat()}"
 
     def still_relevant(key: str, etag: str) -> bool:
         """A handled key stays in `seen` while a later listing could return it as new: down to the floor of the
         next sweep. A key this tick did not list (a day before the window) is kept until a sweep looks at it."""
         if key in listed_etags:
             return listed_etags[key][0] == etag and listed_etags[key][1] >= floor
-        listed_here = swept or window_start is None or key >= f"{key.split('/', 1)[0]}/{window_start.isoformat()}"
-        return not listed_here
+        return not listed_here(key)
 
     seen = {key: etag for key, etag in cursor.seen.items() if still_relevant(key, etag)}
     seen.update({obj.key: obj.etag for obj in handled if obj.last_modified >= floor})
+    # Set aside: what this tick refused, and what it could not look at (not listed: a day before the window).
+    aside = {key: etag for key, etag in cursor.aside.items() if key not in listed_etags and not listed_here(key)}
+    aside.update({a.obj.key: a.obj.etag for a in outside})
     resume_from = min(a.landing_key.day for a in left) if left else None
     regular_since = cursor.high_water - overlap if cursor.high_water is not None else None
     late = [
@@ -264,12 +302,23 @@ def plan_tick(
             resume_from=resume_from,
             sweep_floor=sweep_floor,
             swept_at=(now if before_window > cheap_sweep else None) if swept else cursor.swept_at,
+            aside=dict(sorted(aside.items())),
+            strays=strays,
         ),
         listed=listed,
         remaining=len(left),
         swept=swept,
         late=late,
+        outside=[a for a in outside if cursor.aside.get(a.obj.key) != a.obj.etag],
+        strays=new_strays,
     )
+
+
+def _strays(store: LandingStore, systems: Sequence[str]) -> list[str]:
+    """The names at the landing root that no listing of a system returns: files outside any system's folder and
+    folders named after no system (a typo, a system not yet in contracts.yaml)."""
+    known = {f"{name}/" for name in [*systems, *RESERVED_PREFIXES]}
+    return [name for name in store.top_level() if name not in known]
 
 
 def _tables_by_file(tables: Sequence[SourceTable]) -> dict[tuple[str, str], SourceTable]:

@@ -73,6 +73,11 @@ class LandingStore(Protocol):
         """The object at `key`, or None when there is none."""
         ...
 
+    def top_level(self) -> list[str]:
+        """The names at the root, in key order: a folder as `name/`, an object as `name` (S3's listing with
+        Delimiter='/'); hidden names (a leading '.') left out. One request, however many objects lie below."""
+        ...
+
     @contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
         """A filesystem path DuckDB's readers can open for `key`, valid inside the `with` block.
@@ -110,9 +115,14 @@ TAGS_DIR = ".tags"
 class LocalLandingStore:
     """A folder on disk laid out like the bucket; the default for development and tests."""
 
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, *, arrival_from_ctime: bool = True):
         self.root = Path(root)
         self.url = str(self.root)
+        #: An object's LastModified is when it appeared here: the later of the file's mtime and ctime. `mv` and
+        #: `cp -p` keep a file's mtime, so a file moved into a day folder would otherwise look as old as its
+        #: content and stay below the arrival sensor's floor; S3 gives a copied object a new LastModified, and
+        #: a rename sets the ctime. (False: the mtime alone, for tests that set arrival times with os.utime.)
+        self.arrival_from_ctime = arrival_from_ctime
 
     def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[LandedObject]:
         if not self.root.exists():
@@ -137,6 +147,12 @@ class LocalLandingStore:
         if _is_tags_sidecar(key) or not path.is_file():
             return None
         return self._object(key, path)
+
+    def top_level(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        names = (entry.name + ("/" if entry.is_dir() else "") for entry in os.scandir(self.root))
+        return sorted(name for name in names if not name.startswith("."))
 
     @contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
@@ -192,13 +208,13 @@ class LocalLandingStore:
     def _tags_path(self, key: str) -> Path:
         return self.root / TAGS_DIR / f"{key}.json"
 
-    @staticmethod
-    def _object(key: str, path: Path) -> LandedObject:
+    def _object(self, key: str, path: Path) -> LandedObject:
         stat = path.stat()
+        arrived = max(stat.st_mtime, stat.st_ctime) if self.arrival_from_ctime else stat.st_mtime
         return LandedObject(
             key=key,
             size=stat.st_size,
-            last_modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
+            last_modified=datetime.fromtimestamp(arrived, tz=UTC),
             # Size and mtime in nanoseconds change whenever the file is rewritten: an ETag stand-in
             # that costs no read of the file.
             etag=f"{stat.st_size:x}-{stat.st_mtime_ns:x}",

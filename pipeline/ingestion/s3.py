@@ -59,6 +59,14 @@ class S3LandingStore:
                     continue
                 yield LandedObject(key, item["Size"], item["LastModified"], _etag(item["ETag"]))
 
+    def top_level(self) -> list[str]:
+        names: list[str] = []
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._full(""), Delimiter="/"):
+            names += [item["Prefix"][len(self.prefix) :] for item in page.get("CommonPrefixes", [])]
+            names += [item["Key"][len(self.prefix) :] for item in page.get("Contents", [])]
+        return sorted(name for name in names if name and name != "/" and not name.startswith("."))
+
     def head(self, key: str) -> LandedObject | None:
         try:
             response = self._client.head_object(Bucket=self.bucket, Key=self._full(key))

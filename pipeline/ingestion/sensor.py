@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -145,7 +145,9 @@ def build_arrival_sensor(
             now=now,
             sweep_every=sweep_every,
             max_arrivals=max_arrivals,
+            loadable=_partition_filter(context),
         )
+        outside = plan.outside
         unloadable: list[str] = []
         if plan.ignored:
             unloadable.append(
@@ -153,18 +155,24 @@ def build_arrival_sensor(
                 f" <system>/<YYYY-MM-DD>/<file>.<csv|jsonl|ndjson|parquet>[.gz] or match no contract table"
                 f" (pipeline/ingestion/contracts.yaml): {_bounded(plan.ignored)}"
             )
-        requestable, outside = _split_by_partition(context, plan.arrivals)
         if outside:
             unloadable.append(
                 f"{len(outside)} new file(s) in {store.url} land on a day that is not a raw partition (before"
-                " LANDING_START_DATE, or not yet begun); they are not loaded. Move them to the right day folder, or"
-                " set LANDING_START_DATE to an earlier day (the sensor's next sweep then loads them):"
+                " LANDING_START_DATE, or not yet begun); they are set aside, not loaded. Move them to the right day"
+                " folder, or set LANDING_START_DATE to an earlier day (the sensor's next sweep then loads them):"
                 f" {_bounded([a.obj.key for a in outside])}"
+            )
+        if plan.strays:
+            unloadable.append(
+                f"{len(plan.strays)} name(s) at the top of {store.url} belong to no source system in"
+                f" pipeline/ingestion/contracts.yaml (systems: {', '.join(sorted(owners_of))}), so nothing in them"
+                " is loaded. Put files under <system>/<YYYY-MM-DD>/, or add the system to contracts.yaml:"
+                f" {_bounded(plan.strays)}"
             )
         for text in unloadable:
             context.log.warning(text)
         if unloadable:  # and to the systems' owners, once: the cursor never reports the same object again
-            systems = {key.split("/", 1)[0] for key in [*plan.ignored, *(a.obj.key for a in outside)]}
+            systems = {key.split("/", 1)[0] for key in [*plan.ignored, *(a.obj.key for a in outside), *plan.strays]}
             routes = AlertRoutes.from_env().targets({o for system in systems for o in owners_of.get(system, [])})
             post(routes, ":warning: *Landing files not loaded*\n" + "\n".join(unloadable), context.log)
         if plan.late:
@@ -176,12 +184,13 @@ def build_arrival_sensor(
             context.log.info(f"{plan.remaining} more new file(s) wait for the next tick (limit {max_arrivals})")
         new_cursor = plan.cursor.to_json()
         listing = f"{plan.listed} object(s) listed{', every day swept' if plan.swept else ''}"
+        requestable = plan.arrivals
         if not requestable:
             since = cursor.high_water.isoformat() if cursor.high_water else "the start"
             return dg.SensorResult(
                 skip_reason=(
                     f"No new landing files under {prefixes} since {since} ({listing}, {len(plan.ignored)} ignored,"
-                    f" {len(outside)} outside the partitions)"
+                    f" {len(plan.cursor.aside)} set aside outside the partitions)"
                 ),
                 cursor=new_cursor,
             )
@@ -192,29 +201,24 @@ def build_arrival_sensor(
     return landing_arrival_sensor
 
 
-def _split_by_partition(
-    context: dg.SensorEvaluationContext, arrivals: list[Arrival]
-) -> tuple[list[Arrival], list[Arrival]]:
-    """Arrivals whose landing day is a partition of their raw asset, and the rest.
+def _partition_filter(context: dg.SensorEvaluationContext) -> Callable[[Arrival], bool] | None:
+    """Whether an arrival's landing day is a partition of its raw asset, as the code location now defines them.
 
     A request for a partition that does not exist fails the whole tick, and a failed tick does not move the
-    cursor: one file in a mistyped day folder would stall every later arrival. So such files are set aside with
-    a warning instead. Without a repository (a sensor called directly in a test) every arrival is requestable.
+    cursor: one file in a mistyped day folder would stall every later arrival. So such files are set aside (see
+    `arrivals`) instead. Without a repository (a sensor called directly in a test) every arrival is loadable.
     """
     repository = context.repository_def
     if repository is None:
-        return arrivals, []
+        return None
     graph = repository.asset_graph
-    requestable: list[Arrival] = []
-    outside: list[Arrival] = []
-    for arrival in arrivals:
+
+    def loadable(arrival: Arrival) -> bool:
         key = dg.AssetKey(arrival.table.asset_key)
         partitions = graph.get(key).partitions_def if graph.has(key) else None
-        if partitions is None or partitions.has_partition_key(arrival.landing_key.day.isoformat()):
-            requestable.append(arrival)
-        else:
-            outside.append(arrival)
-    return requestable, outside
+        return partitions is None or partitions.has_partition_key(arrival.landing_key.day.isoformat())
+
+    return loadable
 
 
 def _bounded(keys: list[str]) -> str:

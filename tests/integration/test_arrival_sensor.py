@@ -142,18 +142,52 @@ def test_a_reupload_with_new_content_is_requested_again_and_the_same_content_is_
     assert third.run_requests == [] and third.skip_message
 
 
-def test_files_for_days_outside_the_partitions_do_not_fail_the_tick(landing: Landing, caplog):
+def warnings_of(capfd: pytest.CaptureFixture[str]) -> str:
+    """What the sensor's log said since the last call (Dagster's log handler writes to stderr)."""
+    return capfd.readouterr().err
+
+
+def test_files_for_days_outside_the_partitions_do_not_fail_the_tick(landing: Landing, capfd):
     good = f"shop/{today()}/orders.csv"
     good_etag = landing.drop(good)
     landing.drop("shop/2019-12-31/orders.csv")  # before the partitions' start date
     landing.drop(f"shop/{today() + timedelta(days=30)}/orders.csv")  # a partition that has not begun
+    warnings_of(capfd)
 
-    with caplog.at_level(logging.WARNING):
-        first = landing.tick(None)
+    first = landing.tick(None)
 
     assert list(requested(first)) == [f"{good}@{good_etag}"]
-    assert "shop/2019-12-31/orders.csv" in caplog.text
-    assert landing.tick(first.cursor).run_requests == []  # set aside once, not retried every tick
+    said = warnings_of(capfd)
+    assert "2 new file(s)" in said and "set aside" in said and "shop/2019-12-31/orders.csv" in said
+    second = landing.tick(first.cursor)
+    assert second.run_requests == [] and "2019-12-31" not in warnings_of(capfd)  # set aside: reported once
+
+    # LANDING_START_DATE moves back a year and the code location reloads: the next sweep loads the early file,
+    # once; the day that has not begun stays aside, unreported.
+    earlier = dg.DailyPartitionsDefinition(start_date="2019-01-01", end_offset=1, timezone="UTC")
+    landing.defs = dg.Definitions(
+        assets=[dg.asset(key=t.asset_key, partitions_def=earlier)(lambda: None) for t in TABLES],
+        sensors=[landing.sensor],
+        resources={"landing": landing.resource},
+    )
+    third = landing.tick(second.cursor)
+    assert [(key.split("@")[0], day) for key, (day, _) in requested(third).items()] == [
+        ("shop/2019-12-31/orders.csv", "2019-12-31")
+    ]
+    assert "set aside" not in warnings_of(capfd)
+    assert landing.tick(third.cursor).run_requests == []
+
+
+def test_a_folder_of_no_system_and_a_file_at_the_root_are_reported(landing: Landing, capfd):
+    landing.drop("shpo/2026-11-01/orders.csv")  # a typo in the system's folder: no system's listing returns it
+    landing.drop("customers.csv")
+    warnings_of(capfd)
+    first = landing.tick(None)
+    assert first.run_requests == []
+    said = warnings_of(capfd)
+    assert "2 name(s) at the top of" in said and "customers.csv, shpo/" in said
+    landing.tick(first.cursor)
+    assert "shpo" not in warnings_of(capfd)  # once
 
 
 def test_a_backlog_is_drained_over_ticks_through_the_cursor(s3_bucket: S3Bucket):

@@ -176,3 +176,13 @@ def test_tags_replace_and_stay_out_of_listings(harness: Harness):
     assert [o.key for o in store.list()] == ["shop/2026-11-01/orders.jsonl"]
     with pytest.raises(FileNotFoundError):
         store.tag("shop/2026-11-01/missing.jsonl", {"status": "loaded"})
+
+
+def test_top_level_names_the_folders_and_files_at_the_root(harness: Harness):
+    harness.drop("shop/2026-11-01/orders.csv", b"x")
+    harness.drop("shop/2026-11-02/orders.csv", b"x")
+    harness.drop("shpo/2026-11-01/orders.csv", b"x")
+    harness.drop("customers.csv", b"x")
+    harness.drop(".hidden", b"x")
+    harness.store.tag("customers.csv", {"processed": "yes"})  # the local store's tag files are hidden too
+    assert harness.store.top_level() == ["customers.csv", "shop/", "shpo/"]

@@ -31,7 +31,7 @@ class RecordingStore(LocalLandingStore):
     """A local store that records every listing call and every object it returned."""
 
     def __init__(self, root: Path):
-        super().__init__(root)
+        super().__init__(root, arrival_from_ctime=False)  # the tests set arrival times with os.utime
         self.calls: list[tuple[str, str | None]] = []
         self.returned: list[str] = []
 
@@ -336,7 +336,7 @@ def test_unparseable_and_unknown_keys_are_reported_once_and_never_loaded(store):
     put(store, "shop/2026-11-10/nested/orders.csv", T0 + timedelta(seconds=2))
     put(store, "shop/2026-11-10/refunds.csv", T0 + timedelta(seconds=3))  # no such table
     put(store, "shop/README.txt", T0 + timedelta(seconds=4))
-    put(store, "crm/2026-11-10/contacts.csv", T0)  # a system with no contract is not listed at all
+    put(store, "crm/2026-11-10/contacts.csv", T0)  # a system with no contract: its folder is a stray
 
     first = tick(store)
 
@@ -347,8 +347,9 @@ def test_unparseable_and_unknown_keys_are_reported_once_and_never_loaded(store):
         "shop/2026-11-10/refunds.csv",
         "shop/README.txt",
     ]
+    assert first.strays == ["crm/"]
     second = tick(store, roundtrip(first.cursor))
-    assert second.arrivals == [] and second.ignored == []
+    assert second.arrivals == [] and second.ignored == [] and second.strays == []
 
 
 def test_cursor_json_is_compact_and_stable():
@@ -358,12 +359,15 @@ def test_cursor_json_is_compact_and_stable():
         resume_from=date(2026, 11, 1),
         sweep_floor=datetime(2026, 11, 10, 7, 59, tzinfo=UTC),
         swept_at=datetime(2026, 11, 10, 8, 0, 5, tzinfo=UTC),
+        aside={"shop/2025-12-31/orders.csv": "7-18c"},
+        strays=["shpo/"],
     )
     text = cursor.to_json()
     assert text == (
-        '{"hw":"2026-11-10T08:00:01.250000+00:00","resume":"2026-11-01","sa":"2026-11-10T08:00:05+00:00",'
+        '{"aside":{"shop/2025-12-31/orders.csv":"7-18c"},"hw":"2026-11-10T08:00:01.250000+00:00",'
+        '"resume":"2026-11-01","sa":"2026-11-10T08:00:05+00:00",'
         '"seen":{"billing/2026-11-10/payments.csv":"9c-18b","shop/2026-11-10/orders.csv":"1f-18a"},'
-        '"sf":"2026-11-10T07:59:00+00:00","v":1}'
+        '"sf":"2026-11-10T07:59:00+00:00","strays":["shpo/"],"v":1}'
     )
     assert ArrivalCursor.from_json(text) == cursor
     assert ArrivalCursor.from_json(None) == ArrivalCursor() == ArrivalCursor.from_json("")
@@ -378,3 +382,62 @@ def test_an_unreadable_cursor_says_how_to_reset_it(text):
 def test_systems_named_like_the_loaders_folders_are_refused(store):
     with pytest.raises(ValueError, match="processed"):
         plan_tick(store, [table("processed", "orders")], ArrivalCursor(), overlap=OVERLAP, lookback_days=1, today=TODAY)
+
+
+def from_day(first: date):
+    """The sensor's partition filter for raw tables whose partitions start on `first`."""
+    return lambda arrival: arrival.landing_key.day >= first
+
+
+def test_a_file_before_the_first_partition_is_set_aside_and_loaded_once_the_partitions_reach_it(store):
+    """The newcomer's story: a file for a day before LANDING_START_DATE is reported, then loaded by the first
+    sweep after LANDING_START_DATE moved back (the code location reloaded), though it landed long before."""
+    early = put(store, "shop/2026-10-01/orders.csv", T0)
+    put(store, "shop/2026-11-10/orders.csv", T0 + timedelta(seconds=1))
+    first = tick(store, loadable=from_day(date(2026, 11, 1)))
+    assert keys(first) == ["shop/2026-11-10/orders.csv"]
+    assert [a.obj.key for a in first.outside] == [early] and first.cursor.aside == {early: first.outside[0].obj.etag}
+
+    # Later sweeps offer it again without reporting it again, while the partitions still start on Nov 1 ...
+    later = NOW + timedelta(hours=5)
+    second = tick(store, roundtrip(first.cursor), now=later, loadable=from_day(date(2026, 11, 1)))
+    assert second.swept and second.arrivals == [] and second.outside == [] and early in second.cursor.aside
+    # ... and a tick that does not list its day (a costly bucket between sweeps) keeps it aside.
+    between = ArrivalCursor(**{**vars(second.cursor), "swept_at": later})
+    third = tick(store, between, now=later + timedelta(minutes=1), loadable=from_day(date(2026, 11, 1)))
+    assert not third.swept and early in third.cursor.aside
+
+    # LANDING_START_DATE moved back to Oct 1: the next sweep loads it, once.
+    moved_back = from_day(date(2026, 10, 1))
+    fourth = tick(store, roundtrip(second.cursor), now=later + timedelta(minutes=2), loadable=moved_back)
+    assert keys(fourth) == [early] and fourth.cursor.aside == {}
+    assert tick(store, roundtrip(fourth.cursor), now=later + timedelta(minutes=3)).arrivals == []
+
+
+def test_a_file_set_aside_and_then_removed_is_forgotten_by_the_next_sweep(store):
+    early = put(store, "shop/2026-10-01/orders.csv", T0)
+    first = tick(store, loadable=from_day(date(2026, 11, 1)))
+    assert early in first.cursor.aside
+    os.remove(store.root / early)
+    assert tick(store, roundtrip(first.cursor), loadable=from_day(date(2026, 11, 1))).cursor.aside == {}
+
+
+def test_names_at_the_root_of_no_system_are_reported_once_per_appearance(store):
+    put(store, "shop/2026-11-10/orders.csv", T0)
+    put(store, "customers.csv", T0)  # outside any system's folder
+    put(store, "shpo/2026-11-10/orders.csv", T0)  # a typo in the system's name
+    put(store, "processed/2026-11-09/shop/orders.csv", T0)  # the loader's own folders are no strays
+    put(store, "quarantine/2026-11-09/shop/orders.csv", T0)
+    put(store, ".tags/shop/2026-11-10/orders.csv.json", T0)  # hidden
+
+    first = tick(store)
+    assert keys(first) == ["shop/2026-11-10/orders.csv"] and first.strays == ["customers.csv", "shpo/"]
+    later = NOW + timedelta(minutes=1)
+    assert tick(store, roundtrip(first.cursor), now=later).strays == []  # swept again: nothing new to report
+    put(store, "crm/2026-11-10/contacts.csv", T0)
+    os.remove(store.root / "customers.csv")
+    third = tick(store, roundtrip(first.cursor), now=later)
+    assert third.strays == ["crm/"] and third.cursor.strays == ["crm/", "shpo/"]
+    # Once gone and back, a name is reported again.
+    put(store, "customers.csv", T0)
+    assert tick(store, roundtrip(third.cursor), now=later).strays == ["customers.csv"]

@@ -36,3 +36,17 @@ def test_local_store_lists_in_key_order_with_changing_etag(tmp_path):
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
     assert next(store.list("shop/2026-11-01/")).etag != before
     assert list(LocalLandingStore(tmp_path / "missing").list()) == []
+
+
+def test_a_file_moved_into_the_landing_folder_arrives_when_it_was_moved(tmp_path):
+    """`mv` keeps a file's mtime: its LastModified is when it appeared (the ctime), as a copied S3 object's is."""
+    outside = tmp_path / "old-orders.jsonl"
+    outside.write_text('{"a": 1}\n')
+    os.utime(outside, (1_000_000_000, 1_000_000_000))  # written in 2001
+    folder = tmp_path / "landing" / "shop" / "2026-11-01"
+    folder.mkdir(parents=True)
+    outside.rename(folder / "orders.jsonl")
+    [obj] = LocalLandingStore(tmp_path / "landing").list()
+    assert obj.last_modified.year >= 2026
+    [as_written] = LocalLandingStore(tmp_path / "landing", arrival_from_ctime=False).list()
+    assert as_written.last_modified.year == 2001 and as_written.etag == obj.etag
