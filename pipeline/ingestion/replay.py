@@ -7,7 +7,8 @@ Fix the file first (overwrite the quarantined object with the corrected one), or
 requested directly rather than left to the arrival sensor: a replay of unchanged content after a contract fix
 has the same key and ETag as the rejected delivery, which the sensor (rightly) never requests twice. By default
 the run is submitted to the Dagster webserver (DAGSTER_UI_BASE_URL), so it queues for the `warehouse` pool like
-any other; `--in-process` runs it here, for when no Dagster is running.
+any other; `--in-process` runs it here, for when no Dagster is running, and records the run in the instance at
+DAGSTER_HOME, or `make dev`'s (`.dagster_home/`) when DAGSTER_HOME is not set.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import urlparse
 
 import dagster as dg
 
-from ..settings import Settings
+from ..settings import REPO_ROOT, Settings
 from .contracts import load_contracts
 from .landing import LandingKey
 from .quarantine import release
@@ -61,9 +64,30 @@ def replay(quarantined: str, *, in_process: bool, settings: Settings | None = No
     )
 
 
+#: Where `make dev` keeps its Dagster instance (the Makefile's DAGSTER_HOME).
+DEV_HOME = REPO_ROOT / ".dagster_home"
+
+
+def instance_home(environ: Mapping[str, str], dev_home: Path = DEV_HOME) -> Path | None:
+    """The Dagster instance an in-process replay records its run in: DAGSTER_HOME, else `make dev`'s (a replay
+    typed in a second terminal has no DAGSTER_HOME, and a run recorded elsewhere leaves the UI showing the
+    partition failed, which keeps the syncs' gates shut), else None (no instance: the run is recorded nowhere)."""
+    if environ.get("DAGSTER_HOME"):
+        return Path(environ["DAGSTER_HOME"])
+    return dev_home if (dev_home / "dagster.yaml").is_file() else None
+
+
 def _instance() -> dg.DagsterInstance:
-    """The local instance (DAGSTER_HOME) so the run shows in the UI history; a throwaway one without it."""
-    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    home = instance_home(os.environ)
+    if home is None:
+        log.warning(
+            "No DAGSTER_HOME and no `make dev` instance in %s: the run is recorded nowhere, so Dagster's UI still"
+            " shows the partition's last load as failed. Set DAGSTER_HOME to the instance's folder to record it.",
+            DEV_HOME,
+        )
+        return dg.DagsterInstance.ephemeral()
+    log.info("Recording the run in the Dagster instance at %s", home)
+    return dg.DagsterInstance.from_config(str(home))
 
 
 def main(argv: list[str] | None = None) -> None:

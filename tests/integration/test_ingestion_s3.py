@@ -323,9 +323,16 @@ def test_replay_a_corrected_file(env, s3_bucket, tmp_path, monkeypatch):
         "DUCKDB_PATH": str(tmp_path / "w.duckdb"),
     }.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = tmp_path / "home"  # the instance the UI reads: the replay's run must be recorded there
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
     replay([quarantined, "--in-process"])
     assert env.rows() == [(1, "c1@example.com"), (2, "c2@example.com")]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [record] = instance.get_run_records()
+        assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        assert record.dagster_run.tags["dagster/partition"] == DAY
     listing = env.listing()
     assert f"processed/{key}" in listing and quarantined not in listing and quarantined + ".reason.json" not in listing
 

@@ -1,5 +1,6 @@
 import os
 from datetime import date
+from pathlib import Path
 
 from pipeline.ingestion.landing import LandingKey, LocalLandingStore
 
@@ -50,3 +51,14 @@ def test_a_file_moved_into_the_landing_folder_arrives_when_it_was_moved(tmp_path
     assert obj.last_modified.year >= 2026
     [as_written] = LocalLandingStore(tmp_path / "landing", arrival_from_ctime=False).list()
     assert as_written.last_modified.year == 2001 and as_written.etag == obj.etag
+
+
+def test_an_in_process_replay_records_its_run_where_the_ui_reads(tmp_path):
+    from pipeline.ingestion.replay import instance_home
+
+    dev_home = tmp_path / ".dagster_home"
+    assert instance_home({"DAGSTER_HOME": "/srv/dagster"}, dev_home) == Path("/srv/dagster")
+    assert instance_home({}, dev_home) is None  # no `make dev` instance yet: recorded nowhere (and said so)
+    dev_home.mkdir()
+    (dev_home / "dagster.yaml").write_text("{}\n")
+    assert instance_home({}, dev_home) == dev_home
