@@ -5,12 +5,10 @@ from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # not exported by `dagster`
-    AssetCheckEvaluationTargetMaterializationData,
-)
 
 from ..automation.conditions import PARTITIONED_TAG
 from ..automation.retries import TRANSIENT_RETRY
+from ..check_targets import latest_materialization_target
 from ..external import landing_asset_key, landing_specs
 from ..resources import LandingResource, WarehouseResource
 from ..settings import WAREHOUSE_POOL, Settings
@@ -138,23 +136,14 @@ def contract_failed(
     that partition's latest materialization, while the UI shows an unpartitioned check only when its evaluation
     targets the asset's latest materialization of *any* partition. A file re-delivered for a day loaded before,
     while later days have loaded since, would fail its check and show "Not evaluated". So the evaluation names the
-    asset's latest materialization as its target; Dagster's fallback without one ("evaluated after the latest
-    materialization", compared on a creation time rounded to the second) misses a load that finished in the same
-    second as the failed one.
+    asset's latest materialization as its target (see `check_targets`).
     """
-    latest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1).records
     return dg.AssetCheckEvaluation(
         asset_key=key,
         check_name=CONTRACT_CHECK,
         passed=False,
         metadata=result.metadata,
-        target_materialization_data=(
-            AssetCheckEvaluationTargetMaterializationData(
-                storage_id=latest[0].storage_id, run_id=latest[0].run_id, timestamp=latest[0].timestamp
-            )
-            if latest
-            else None  # never loaded: the check is the verdict on nothing older
-        ),
+        target_materialization_data=latest_materialization_target(instance, key),
         severity=dg.AssetCheckSeverity.ERROR,
         description=result.description,
         blocking=False,

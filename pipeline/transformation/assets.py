@@ -27,11 +27,13 @@ from dagster_dbt.asset_utils import (  # dagster-dbt's own subset selection: see
     DAGSTER_DBT_SELECT_METADATA_KEY,
     DAGSTER_DBT_SELECTOR_METADATA_KEY,
     DBT_INDIRECT_SELECTION_ENV,
+    get_asset_check_key_for_test,
     get_subset_selection_for_context,
 )
 from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 
 from ..automation.conditions import dbt_depth
+from ..check_targets import latest_materialization_target
 from ..resources import DbtArtifactsResource
 from ..settings import WAREHOUSE_POOL, Settings
 from .artifacts import (
@@ -391,6 +393,7 @@ def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | No
         return
 
     figures = ModelFigures(invocation.context)
+    elsewhere = ChecksOfOtherSteps(invocation)
     failure: BaseException | None = None
     try:
         for raw_event in invocation._stream_stdout():  # noqa: SLF001 - dagster-dbt's own line reader
@@ -403,6 +406,10 @@ def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | No
                 sys.stdout.write(f"{message}\n")
                 sys.stdout.flush()
             if not message.is_result_event:
+                continue
+            evaluation = elsewhere.evaluation(message)
+            if evaluation is not None:
+                yield evaluation
                 continue
             events = message.to_default_asset_events(
                 manifest=invocation.manifest,
@@ -421,6 +428,50 @@ def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | No
     yield from figures.rest()
     if failure is not None:
         raise failure
+
+
+class ChecksOfOtherSteps:
+    """A dbt test that ran here but is a check of an asset another step builds, recorded on its check all the same.
+
+    A relationships test compares two models, and dagster-dbt makes it a check of the model it is declared on. When
+    that model is partitioned by landing day and the other is not (`fct_orders.customer_id` must be in
+    `dim_customers`), the two are built by different dbt invocations: the partitioned step plans the check, but
+    its dbt run leaves the test out (its other parent is not selected); the unpartitioned step's `dbt build` runs
+    it (dbt's eager indirect selection) and dagster-dbt, finding it outside the step's checks, logs it as an
+    observation with a warning. So the check was never evaluated: shown as skipped, and a failing test blocked
+    nothing. Here such a result becomes an `AssetCheckEvaluation` of its own check, judging its asset's latest
+    materialization (see `check_targets`); the syncs' gates read it like any other.
+    """
+
+    def __init__(self, invocation: DbtCliInvocation) -> None:
+        context = invocation.context
+        self._invocation = invocation
+        self._context = context if context is not None and context.has_assets_def else None
+        self._own: AbstractSet[dg.AssetCheckKey] | None = None  # this step's checks, once a test result comes
+        self._graph_checks: AbstractSet[dg.AssetCheckKey] = frozenset()
+
+    def evaluation(self, message: DbtCoreCliEventMessage) -> dg.AssetCheckEvaluation | None:
+        """The evaluation to record for this result, or None when dagster-dbt's own events are right for it."""
+        context, invocation = self._context, self._invocation
+        unique_id = message.raw_event["data"]["node_info"]["unique_id"]
+        if context is None or not unique_id.startswith("test."):
+            return None
+        manifest = invocation.manifest
+        key = get_asset_check_key_for_test(
+            manifest, invocation.dagster_dbt_translator, unique_id, project=invocation.project
+        )
+        if key is None:
+            return None
+        if self._own is None:
+            self._own = message._get_result_check_keys(context)  # noqa: SLF001 - dagster-dbt's own choice
+            self._graph_checks = context.job_def.asset_layer.asset_graph.asset_check_keys
+        if key in self._own or key not in self._graph_checks:
+            return None
+        properties = message._get_check_properties(key, manifest)  # noqa: SLF001 - as dagster-dbt builds a result
+        return dg.AssetCheckEvaluation(
+            **{**properties, "metadata": {**properties["metadata"], "dbt_invocation_step": context.op.name}},
+            target_materialization_data=latest_materialization_target(context.instance, key.asset_key),
+        )
 
 
 class ModelFigures:
