@@ -74,8 +74,18 @@ def quarantine(store: LandingStore, stored_at: str, violation: ContractViolation
 
 
 def release(store: LandingStore, quarantined: str) -> str:
-    """Put a (corrected) quarantined file back at its landing key and drop its reason file."""
+    """Put a (corrected) quarantined file back at its landing key and drop its reason file.
+
+    A replay that released the file and then stopped (its load failed to start) can be run again: with the file
+    already back at its landing key, that is the one to load."""
     key = landing_key_of(quarantined)
+    if store.head(quarantined) is None:
+        if store.head(key) is None:
+            raise FileNotFoundError(
+                f"no quarantined file {quarantined!r} in {store.url}, and none at its landing key {key!r}: check the"
+                " key against the quarantine/ folder (the reason file's `quarantined_key`)"
+            )
+        return key  # released by an earlier replay that did not load it
     store.move(quarantined, key)
     store.delete(reason_key(quarantined))
     return key

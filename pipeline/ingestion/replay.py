@@ -78,7 +78,7 @@ def instance_home(environ: Mapping[str, str], dev_home: Path = DEV_HOME) -> Path
 
 
 def _instance() -> dg.DagsterInstance:
-    home = instance_home(os.environ)
+    home = instance_home(os.environ, DEV_HOME)
     if home is None:
         log.warning(
             "No DAGSTER_HOME and no `make dev` instance in %s: the run is recorded nowhere, so Dagster's UI still"
@@ -87,7 +87,8 @@ def _instance() -> dg.DagsterInstance:
         )
         return dg.DagsterInstance.ephemeral()
     log.info("Recording the run in the Dagster instance at %s", home)
-    return dg.DagsterInstance.from_config(str(home))
+    os.environ["DAGSTER_HOME"] = str(home)  # the local instance's storage finds its folders through it
+    return dg.DagsterInstance.get()
 
 
 def main(argv: list[str] | None = None) -> None:

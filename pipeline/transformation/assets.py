@@ -182,8 +182,9 @@ def build_dbt_assets(
         end = window.end.date() - timedelta(days=1)  # the window's end is exclusive
         return ["--vars", json.dumps({"window_start": start.isoformat(), "window_end": end.isoformat()})]
 
+    every_check: set[dg.AssetCheckKey] = set()  # of both steps: filled below, read by the steps at run time
     assets = [
-        _dbt_multi_asset(project, manifest, translator, "dbt_build", exclude=partitioned or None),
+        _dbt_multi_asset(project, manifest, translator, "dbt_build", every_check, exclude=partitioned or None),
     ]
     if partitioned:
         assets.append(
@@ -192,11 +193,13 @@ def build_dbt_assets(
                 manifest,
                 translator,
                 "dbt_incremental",
+                every_check,
                 select=partitioned,
                 partitions_def=partitions_def,
                 extra_args=window_vars,
             )
         )
+    every_check.update(key for asset in assets for key in asset.check_keys)
     return assets
 
 
@@ -205,6 +208,7 @@ def _dbt_multi_asset(
     manifest: dict,
     translator: PipelineTranslator,
     name: str,
+    every_check: AbstractSet[dg.AssetCheckKey],
     *,
     select: str = "fqn:*",
     exclude: str | None = None,
@@ -254,7 +258,7 @@ def _dbt_multi_asset(
                 invocation = dbt.cli(["build", *extra], context=context)
         run_results: dict[str, Any] | None = None
         try:
-            yield from events_with_run_metadata(invocation, getattr(dbt, "duckdb_path", None))
+            yield from events_with_run_metadata(invocation, getattr(dbt, "duckdb_path", None), every_check)
         except DagsterDbtCliRuntimeError as exc:
             run_results = read_run_results(invocation)
             _fail(exc, run_results)
@@ -374,7 +378,11 @@ def read_run_results(invocation: DbtCliInvocation) -> dict[str, Any] | None:
         return None
 
 
-def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | None = None) -> Iterator[Any]:
+def events_with_run_metadata(
+    invocation: DbtCliInvocation,
+    duckdb_path: str | None = None,
+    every_check: AbstractSet[dg.AssetCheckKey] = frozenset(),
+) -> Iterator[Any]:
     """Stream a dbt invocation's events, each model's with its figures (`ModelFigures`), as dbt reports them.
 
     On DuckDB the dbt process holds the file's only write lock until it exits, so dagster-dbt's
@@ -384,6 +392,7 @@ def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | No
     records it while dbt runs. With a dbt executable of your own on DuckDB (no launcher), dbt's JSON log is read
     the same way, without row counts. Other adapters use dagster-dbt's stream and `fetch_row_counts()`.
     `duckdb_path`: the resource's DuckDB file (None off DuckDB); it selects this path, nothing reads the file here.
+    `every_check`: the checks of every dbt step of the code location (see `ChecksOfOtherSteps`).
     """
     adapter = invocation.adapter
     if duckdb_path is None and adapter is not None and adapter.type() == "duckdb":
@@ -393,7 +402,7 @@ def events_with_run_metadata(invocation: DbtCliInvocation, duckdb_path: str | No
         return
 
     figures = ModelFigures(invocation.context)
-    elsewhere = ChecksOfOtherSteps(invocation)
+    elsewhere = ChecksOfOtherSteps(invocation, every_check)
     failure: BaseException | None = None
     try:
         for raw_event in invocation._stream_stdout():  # noqa: SLF001 - dagster-dbt's own line reader
@@ -441,14 +450,18 @@ class ChecksOfOtherSteps:
     observation with a warning. So the check was never evaluated: shown as skipped, and a failing test blocked
     nothing. Here such a result becomes an `AssetCheckEvaluation` of its own check, judging its asset's latest
     materialization (see `check_targets`); the syncs' gates read it like any other.
+
+    `every_check`: the checks of every dbt step of the code location. A run's own job knows only the assets it
+    selected (a backfill's or automation's run of the unpartitioned models does not hold the partitioned models'
+    checks), so the steps are given the set they share.
     """
 
-    def __init__(self, invocation: DbtCliInvocation) -> None:
+    def __init__(self, invocation: DbtCliInvocation, every_check: AbstractSet[dg.AssetCheckKey]) -> None:
         context = invocation.context
         self._invocation = invocation
         self._context = context if context is not None and context.has_assets_def else None
         self._own: AbstractSet[dg.AssetCheckKey] | None = None  # this step's checks, once a test result comes
-        self._graph_checks: AbstractSet[dg.AssetCheckKey] = frozenset()
+        self._every_check = every_check
 
     def evaluation(self, message: DbtCoreCliEventMessage) -> dg.AssetCheckEvaluation | None:
         """The evaluation to record for this result, or None when dagster-dbt's own events are right for it."""
@@ -464,8 +477,7 @@ class ChecksOfOtherSteps:
             return None
         if self._own is None:
             self._own = message._get_result_check_keys(context)  # noqa: SLF001 - dagster-dbt's own choice
-            self._graph_checks = context.job_def.asset_layer.asset_graph.asset_check_keys
-        if key in self._own or key not in self._graph_checks:
+        if key in self._own or key not in self._every_check:
             return None
         properties = message._get_check_properties(key, manifest)  # noqa: SLF001 - as dagster-dbt builds a result
         return dg.AssetCheckEvaluation(

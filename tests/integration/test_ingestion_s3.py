@@ -323,10 +323,16 @@ def test_replay_a_corrected_file(env, s3_bucket, tmp_path, monkeypatch):
         "DUCKDB_PATH": str(tmp_path / "w.duckdb"),
     }.items():
         monkeypatch.setenv(name, value)
-    home = tmp_path / "home"  # the instance the UI reads: the replay's run must be recorded there
+    # `make dev`'s instance (devstack/dagster.yaml, our own storage), typed in a second shell: no DAGSTER_HOME.
+    # The replay's run must be recorded there, where the UI reads.
+    from devstack import INSTANCE_YAML
+    from pipeline.ingestion import replay as replay_module
+
+    home = tmp_path / ".dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    (home / "dagster.yaml").write_text(INSTANCE_YAML.read_text())
+    monkeypatch.setattr(replay_module, "DEV_HOME", home)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     replay([quarantined, "--in-process"])
     assert env.rows() == [(1, "c1@example.com"), (2, "c2@example.com")]
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -258,3 +258,35 @@ def test_sync_gates_watch_every_check_upstream_of_the_mart(stack):
     assert any(c.asset_key == DIM_CUSTOMERS and c.name.startswith("unique_") for c in sync.checks)
     graph_checks = stack["defs"].resolve_asset_graph().asset_check_keys
     assert sync.checks <= graph_checks, "every watched check is a real asset check"
+
+
+def test_relationships_tests_between_the_two_dbt_steps_are_evaluated_as_a_backfill_runs_them(stack):
+    """A backfill runs the partitioned models in one run and the rest in another (a subset of the dbt step's
+    assets): a relationships test of a partitioned model against an unpartitioned one (fct_orders.customer_id in
+    dim_customers) runs in the second run's dbt invocation and is recorded on its check, not skipped. (On the raw
+    tables `test_materialize_all` loaded.)"""
+    defs = stack["defs"]
+    graph = defs.resolve_asset_graph()
+    dbt_steps = ("dbt_build", "dbt_incremental")
+    steps = {a.op.name: a for a in graph.assets_defs if a.is_executable and a.op.name in dbt_steps}
+    partitioned, rest = steps["dbt_incremental"].keys, steps["dbt_build"].keys
+    job = defs.resolve_implicit_global_asset_job_def()
+    first, last = stack["summary"]["first_day"], stack["summary"]["last_day"]
+    instance = dg.DagsterInstance.ephemeral()
+    chain = job.get_subset(asset_selection=set(partitioned)).execute_in_process(
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+    )
+    others = job.get_subset(asset_selection=set(rest) - {dg.AssetKey("mart_channel_performance")})
+    assert chain.success and others.execute_in_process(instance=instance).success
+
+    across = [
+        k
+        for k in graph.asset_check_keys
+        if k.asset_key in partitioned and k.name.startswith("relationships_") and graph.get_check_spec(k).blocking
+    ]
+    for prefix in ("relationships_fct_orders_customer_id__", "relationships_stg_shop__orders_customer_id__"):
+        assert any(k.name.startswith(prefix) for k in across), prefix
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(across)
+    statuses = {k.name: latest[k].status.value if k in latest else None for k in across}
+    assert set(statuses.values()) == {"SUCCEEDED"}, statuses

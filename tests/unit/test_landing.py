@@ -2,6 +2,8 @@ import os
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from pipeline.ingestion.landing import LandingKey, LocalLandingStore
 
 
@@ -62,3 +64,19 @@ def test_an_in_process_replay_records_its_run_where_the_ui_reads(tmp_path):
     dev_home.mkdir()
     (dev_home / "dagster.yaml").write_text("{}\n")
     assert instance_home({}, dev_home) == dev_home
+
+
+def test_a_replay_run_again_after_it_released_the_file_loads_the_released_file(tmp_path):
+    from pipeline.ingestion.quarantine import release
+
+    store = LocalLandingStore(tmp_path)
+    (tmp_path / "quarantine" / "2026-11-02" / "shop").mkdir(parents=True)
+    (tmp_path / "quarantine" / "2026-11-02" / "shop" / "customers.csv").write_text("id\n1\n")
+    (tmp_path / "quarantine" / "2026-11-02" / "shop" / "customers.csv.reason.json").write_text("{}")
+    quarantined = "quarantine/2026-11-02/shop/customers.csv"
+    assert release(store, quarantined) == "shop/2026-11-02/customers.csv"
+    assert [o.key for o in store.list()] == ["shop/2026-11-02/customers.csv"]
+    assert release(store, quarantined) == "shop/2026-11-02/customers.csv"  # again: the released file
+    os.remove(tmp_path / "shop" / "2026-11-02" / "customers.csv")  # loaded since, moved away
+    with pytest.raises(FileNotFoundError, match="quarantined_key"):
+        release(store, quarantined)
