@@ -109,6 +109,12 @@ def run_stack(args: argparse.Namespace, stop: threading.Event, hurry: threading.
             hooks,
             args.dagster_port,
         )
+        logger.info(
+            "Landing folder %s; raw partitions from LANDING_START_DATE=%s (a file for an earlier day is set aside:"
+            " start with an earlier LANDING_START_DATE to load it)",
+            os.environ.get("LANDING_URL", "(default)"),
+            os.environ.get("LANDING_START_DATE") or "(default)",
+        )
         while not stop.wait(0.5):
             if dagster.poll() is not None:
                 logger.error("dagster dev exited with %s; stopping the rest", dagster.returncode)

@@ -189,8 +189,9 @@ def build_arrival_sensor(
             since = cursor.high_water.isoformat() if cursor.high_water else "the start"
             return dg.SensorResult(
                 skip_reason=(
-                    f"No new landing files under {prefixes} since {since} ({listing}, {len(plan.ignored)} ignored,"
-                    f" {len(plan.cursor.aside)} set aside outside the partitions)"
+                    f"No new landing files under {prefixes} since {since} ({listing},"
+                    f" {len(plan.ignored) + len(plan.strays)} ignored, {len(plan.cursor.aside)} set aside outside"
+                    " the partitions)"
                 ),
                 cursor=new_cursor,
             )
