@@ -245,9 +245,11 @@ def plan_tick(
             new.append(_New(obj, _arrival(obj, by_file)))
 
     new.sort(key=lambda item: (item.obj.last_modified, item.obj.key))
-    candidates = [item.arrival for item in new if item.arrival is not None]
-    arrivals = [a for a in candidates if loadable is None or loadable(a)]
-    outside = [a for a in candidates if loadable is not None and not loadable(a)]
+    arrivals: list[Arrival] = []
+    outside: list[Arrival] = []
+    for item in new:
+        if item.arrival is not None:
+            (arrivals if loadable is None or loadable(item.arrival) else outside).append(item.arrival)
     ignored = [item.obj.key for item in new if item.arrival is None]
     taken, left = arrivals[:max_arrivals], arrivals[max_arrivals:]
 
