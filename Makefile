@@ -40,7 +40,7 @@ DEV_ENV = PATH=$(CURDIR)/$(BIN):$$PATH DAGSTER_HOME=$(DAGSTER_HOME) DBT_PROJECT_
 help:
 	@echo "make dev    install, parse dbt, generate demo data, start the local CRM and dagster dev on :$(DAGSTER_PORT)"
 	@echo "make test   install, parse dbt, run the test suite"
-	@echo "make lint   ruff check + format check      make fmt   ruff fix + format"
+	@echo "make lint   ruff check + format check + import layering     make fmt   ruff fix + format"
 	@echo "make bench  the benchmark suite (not part of make test)"
 
 $(UV):
@@ -61,7 +61,7 @@ parse: install
 	$(BIN)/dbt parse --quiet --project-dir $(DBT_PROJECT_DIR) --profiles-dir $(DBT_PROFILES_DIR)
 
 demo-data: install
-	$(BIN)/python -m pipeline.demo_data --landing $(LANDING_URL) --days $(DEMO_DAYS) --customers $(DEMO_CUSTOMERS) --if-absent
+	$(BIN)/python -m devstack.demo_data --landing $(LANDING_URL) --days $(DEMO_DAYS) --customers $(DEMO_CUSTOMERS) --if-absent
 
 # The local instance's config (devstack/dagster.yaml; not in the root, where `dagster dev` would warn about it).
 $(DAGSTER_HOME)/dagster.yaml: devstack/dagster.yaml
@@ -75,7 +75,7 @@ DEV_DATA ?= $(CURDIR)/.data
 # three, runs in progress included.
 dev: parse demo-data $(DAGSTER_HOME)/dagster.yaml
 	@export $(DEV_ENV); \
-	export LANDING_START_DATE=$${LANDING_START_DATE:-$$($(BIN)/python -m pipeline.demo_data --landing $(LANDING_URL) --first-day)}; \
+	export LANDING_START_DATE=$${LANDING_START_DATE:-$$($(BIN)/python -m devstack.demo_data --landing $(LANDING_URL) --first-day)}; \
 	exec $(BIN)/python -m devstack.dev --crm-port $(CRM_PORT) --webhook-port $(WEBHOOK_PORT) \
 		--dagster-port $(DAGSTER_PORT) --data $(DEV_DATA)
 
@@ -85,6 +85,7 @@ test: parse
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 fmt: install
 	$(BIN)/ruff check --fix .

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.ingestion.landing import LandedObject
+from pipeline.core.objectstore import LandedObject
+from pipeline.core.sql import quote_ident, quote_literal
 from pipeline.ingestion.loader import (
     FileToLoad,
     check_columns,
@@ -28,8 +29,6 @@ from pipeline.ingestion.loader import (
     insert_sql,
     integer_columns,
     probe_columns,
-    quote_ident,
-    quote_literal,
 )
 
 from .cases.ingest import FULL_ROWS, generate_orders_csv, orders_contract

@@ -27,7 +27,7 @@ from dotenv import dotenv_values
 
 from devstack import INSTANCE_YAML
 from devstack.serve import free_port, server_process, stop_group
-from pipeline.settings import REPO_ROOT
+from pipeline.core.settings import REPO_ROOT
 
 VENV_BIN = Path(sys.executable).parent
 LOCATION = "analytics_pipeline"  # workspace.yaml

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from devstack.dagster_dev import dagster_dev_command, stop_dagster_dev
 from devstack.serve import configure_logging, server_process
-from pipeline.settings import REPO_ROOT
+from pipeline.core.settings import REPO_ROOT
 
 logger = logging.getLogger("devstack.dev")
 

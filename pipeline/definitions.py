@@ -7,16 +7,16 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from . import dagster_patches
 from .activation.assets import activation_defs
 from .automation.alerts import build_run_failure_alert
 from .automation.conditions import AUTOMATION_SENSOR
 from .automation.execution import EXECUTOR
 from .automation.freshness import freshness_defs
 from .automation.schedules import build_daily_schedule, daily_build_job
+from .core.resources import build_resources
+from .core.settings import ConfigurationError, Settings
+from .fastpaths import dagster_patches
 from .ingestion.assets import CONTRACT_CHECK, ingestion_defs, raw_partitions
-from .resources import build_resources
-from .settings import ConfigurationError, Settings
 from .transformation.assets import transformation_defs
 
 dagster_patches.apply()  # every process that loads the code location runs its steps with the fix

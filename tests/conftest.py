@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import REPO_ROOT
+from pipeline.core.settings import REPO_ROOT
 
 DBT = str(Path(sys.executable).with_name("dbt"))
 

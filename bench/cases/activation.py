@@ -32,7 +32,7 @@ from pipeline.activation.assets import build_sync_asset
 from pipeline.activation.crm import UPSERT_PATH
 from pipeline.activation.destinations import CrmDestination
 from pipeline.activation.syncs import ResolvedSync, load_syncs
-from pipeline.resources import CrmResource, WarehouseResource
+from pipeline.core.resources import CrmResource, WarehouseResource
 
 from ..harness import Case, Row, Setup, stopwatch
 

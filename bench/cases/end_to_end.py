@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from devstack.dagster_dev import DagsterDev, dagster_dev, launch_assets
-from pipeline.demo_data import generate
+from devstack.demo_data import generate
 
 from ..harness import Case, Row, Setup
 

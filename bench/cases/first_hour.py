@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.dagster_dev import DagsterDev, dagster_dev
-from pipeline.demo_data import DEFAULT_CUSTOMERS, DEFAULT_DAYS, default_start, generate
+from devstack.demo_data import DEFAULT_CUSTOMERS, DEFAULT_DAYS, default_start, generate
 
 from ..harness import Case, Row, Setup
 from .end_to_end import failures, wait_until_idle

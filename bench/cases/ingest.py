@@ -15,9 +15,10 @@ from pathlib import Path
 
 import duckdb
 
+from pipeline.core.objectstore import LandedObject
+from pipeline.core.sql import quote_literal
 from pipeline.ingestion.contracts import SourceTable, load_contracts
-from pipeline.ingestion.landing import LandedObject
-from pipeline.ingestion.loader import FileToLoad, load_file, quote_literal, table_rows
+from pipeline.ingestion.loader import FileToLoad, load_file, table_rows
 
 from ..harness import Case, Row, Setup, stopwatch
 

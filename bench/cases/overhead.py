@@ -221,7 +221,7 @@ def prepare_demo(root: Path, size: dict[str, int]) -> BenchProject:
     """Our dbt project, copied (its own target/), over the demo's raw tables loaded by our ingestion assets."""
     from datetime import date
 
-    from pipeline.demo_data import generate as demo_data
+    from devstack.demo_data import generate as demo_data
 
     project = root / "dbt_project"
     shutil.copytree(REPO_ROOT / "dbt_project", project, ignore=shutil.ignore_patterns("target", "logs"))

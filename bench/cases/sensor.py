@@ -21,10 +21,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from devstack import s3 as s3_server
+from pipeline.core.s3 import S3LandingStore
+from pipeline.core.settings import Settings
 from pipeline.ingestion.arrivals import ArrivalCursor, plan_tick
 from pipeline.ingestion.contracts import SourceTable, load_contracts
-from pipeline.ingestion.s3 import S3LandingStore
-from pipeline.settings import Settings
 
 from ..harness import Case, Row, Setup, stopwatch
 

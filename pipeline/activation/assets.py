@@ -3,22 +3,21 @@
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import dagster as dg
 import httpx
 
 from ..automation.conditions import on_upstream_change
 from ..automation.retries import TRANSIENT_RETRY
-from ..external import destination_spec
-from ..resources import CrmResource, HttpDestinationResource, SlackResource, WarehouseResource, WebhookResource
-from ..settings import WAREHOUSE_POOL, Settings
-from ..transformation.assets import DbtStage
+from ..core.external import destination_spec
+from ..core.resources import CrmResource, HttpDestinationResource, SlackResource, WarehouseResource, WebhookResource
+from ..core.settings import WAREHOUSE_POOL, Settings
+from ..core.transport import RetryingSender
 from .destinations import CrmDestination, WebhookDestination
 from .gates import INPUT_ACTION, blast_radius_refusal, describe, gather, input_refusals
 from .outbox import REJECTED, Destination, DiffCounts, SyncOutcome, run_sync
 from .syncs import ResolvedSync, SyncSpec, load_syncs, relation_problem, resolve_syncs
-from .transport import RetryingSender
 
 ACTIVATION_GROUP = "activation"
 #: destination -> the resource that reaches it
@@ -285,8 +284,18 @@ def build_slack_summary_asset(syncs: list[ResolvedSync], depth: int = 1) -> dg.A
     return _slack
 
 
+class DbtGraph(Protocol):
+    """What activation needs of the dbt stage (the transformation stage's `DbtStage` is one): the manifest, the asset
+    key of a dbt node, and how deep the dbt graph is."""
+
+    manifest: dict
+    depth: int
+
+    def key_of(self, unique_id: str) -> dg.AssetKey: ...
+
+
 def activation_defs(
-    settings: Settings, dbt: DbtStage, extra_checks: dict[dg.AssetKey, list[str]] | None = None
+    settings: Settings, dbt: DbtGraph, extra_checks: dict[dg.AssetKey, list[str]] | None = None
 ) -> dg.Definitions:
     syncs = resolve_syncs(load_syncs(), dbt.manifest, dbt.key_of, extra_checks)
     depth = dbt.depth

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import orjson
 
-from .transport import Delivery, RetryingSender
+from ..core.transport import Delivery, RetryingSender
 
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
 READ_PATH = "/crm/v3/objects/contacts/batch/read"

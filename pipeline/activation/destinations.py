@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..ingestion.loader import quote_literal
+from ..core.sql import quote_literal
+from ..core.transport import Delivery, RetryingSender
 from . import crm, shape
 from .outbox import Batch
 from .signing import json_body, sign
 from .syncs import SyncSpec
-from .transport import Delivery, RetryingSender
 
 
 @dataclass

@@ -29,11 +29,11 @@ from typing import Protocol
 
 import duckdb
 
-from ..ingestion.loader import quote_ident
+from ..core.sql import quote_ident
+from ..core.transport import Delivery
 from . import shape
 from .crm import batched
 from .syncs import SyncSpec
-from .transport import Delivery
 
 STATE = "activation.sync_state"
 OUTBOX = "activation.sync_outbox"

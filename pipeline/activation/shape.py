@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-from ..ingestion.loader import quote_ident, quote_literal
+from ..core.sql import quote_ident, quote_literal
 
 #: alias of the model relation in the plan query
 ROW = "m"

@@ -21,7 +21,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from ..config_files import ConfigFileError, MarkedDict, Problems, load_marked, shown_path
+from ..core.config_files import ConfigFileError, MarkedDict, Problems, load_marked, shown_path
 
 SYNCS_PATH = Path(__file__).with_name("syncs.yaml")
 DESTINATIONS = ("crm_contacts", "webhook")

@@ -27,8 +27,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import httpx
 
-from ..activation.transport import RetryingSender, RetryPolicy
-from ..settings import Settings, alert_routes
+from ..core.settings import Settings, alert_routes
+from ..core.transport import RetryingSender, RetryPolicy
 
 if TYPE_CHECKING:
     from dagster._core.execution.plan.objects import StepFailureData  # DagsterEvent.step_failure_data

@@ -42,7 +42,7 @@ import dagster as dg
 from dagster._time import get_current_timestamp
 from dagster._utils.schedules import get_latest_completed_cron_tick, get_next_cron_tick
 
-from ..settings import Settings
+from ..core.settings import Settings
 from .alerts import deliver, duration, local_time
 
 FRESHNESS_CHECK = "freshness_check"

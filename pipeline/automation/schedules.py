@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from ..settings import Settings
+from ..core.settings import Settings
 
 DAILY_BUILD_JOB = "daily_build"
 ACTIVE_STATUSES = [

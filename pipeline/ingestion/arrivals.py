@@ -36,8 +36,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from ..core.objectstore import LandedObject, LandingStore
 from .contracts import SourceTable
-from .landing import LandedObject, LandingKey, LandingStore
+from .landing import LandingKey
 from .quarantine import PROCESSED_PREFIX, QUARANTINE_PREFIX
 
 #: Enough for a day's worth of files from every system, small enough that one tick stays quick.
@@ -338,6 +339,6 @@ def _tables_by_file(tables: Sequence[SourceTable]) -> dict[tuple[str, str], Sour
 
 
 def _arrival(obj: LandedObject, by_file: dict[tuple[str, str], SourceTable]) -> Arrival | None:
-    parsed = obj.parsed
+    parsed = LandingKey.parse(obj.key)
     table = by_file.get((parsed.system, parsed.name)) if parsed is not None else None
     return Arrival(obj, parsed, table) if parsed is not None and table is not None else None

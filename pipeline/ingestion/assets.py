@@ -8,12 +8,13 @@ import dagster as dg
 
 from ..automation.conditions import PARTITIONED_TAG
 from ..automation.retries import TRANSIENT_RETRY
-from ..check_targets import latest_materialization_target
-from ..external import landing_asset_key, landing_specs
-from ..resources import LandingResource, WarehouseResource
-from ..settings import WAREHOUSE_POOL, Settings
+from ..core.external import landing_asset_key, landing_specs
+from ..core.objectstore import LandedObject, LandingStore
+from ..core.resources import LandingResource, WarehouseResource
+from ..core.settings import WAREHOUSE_POOL, Settings
+from ..fastpaths.check_targets import latest_materialization_target
 from .contracts import CONTRACT_CHECK, SourceTable, load_contracts
-from .landing import LandedObject, LandingKey, LandingStore
+from .landing import LandingKey
 from .loader import ContractViolation, FileLoad, FileToLoad, ensure_table, load_file, table_rows
 from .quarantine import PROCESSED_PREFIX, ProcessedAction, mark_processed, quarantine
 from .sensor import LANDING_KEY_TAG, LANDING_KEYS_TAG, build_arrival_sensor

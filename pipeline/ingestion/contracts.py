@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from ..config_files import MarkedDict, MarkedList, Problems, load_marked
+from ..core.config_files import MarkedDict, MarkedList, Problems, load_marked
 
 CONTRACTS_PATH = Path(__file__).with_name("contracts.yaml")
 EXTRA_COLUMN_POLICIES = ("ignore", "load", "reject")

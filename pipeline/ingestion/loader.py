@@ -26,8 +26,10 @@ from pathlib import Path
 
 import duckdb
 
+from ..core.objectstore import LandedObject
+from ..core.sql import quote_ident, quote_literal
 from .contracts import LINEAGE_COLUMNS, SourceTable, duckdb_types
-from .landing import LandedObject, LandingKey
+from .landing import LandingKey
 
 #: DuckDB's integer types (as DuckDB names them). Its casts round a fraction into them ('100002.5' -> 100003,
 #: 2.5 -> 2), so a value with a fraction is caught before the cast.
@@ -96,14 +98,6 @@ class ContractViolation(Exception):
 
     def reason(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v not in (None, {}, "")}
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 @contextmanager

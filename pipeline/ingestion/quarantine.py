@@ -11,7 +11,8 @@ import json
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from .landing import LandingKey, LandingStore
+from ..core.objectstore import LandingStore
+from .landing import LandingKey
 from .loader import ContractViolation
 
 PROCESSED_PREFIX = "processed/"
@@ -67,7 +68,7 @@ def quarantine(store: LandingStore, stored_at: str, violation: ContractViolation
         "quarantined_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "quarantined_key": target,
         "run_id": run_id,
-        "replay": f"python -m pipeline.ingestion.replay {target}",
+        "replay": f"python -m pipeline.replay {target}",
     }
     store.put_text(reason_key(target), json.dumps(reason, indent=2, sort_keys=True))
     return target

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from ..automation.alerts import AlertRoutes, post
-from ..resources import LandingResource
+from ..core.resources import LandingResource
 from .arrivals import DEFAULT_MAX_ARRIVALS, Arrival, ArrivalCursor, plan_tick
 from .contracts import CONTRACT_CHECK, SourceTable
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..ingestion.landing import LandingStore, open_landing_store
+from ..core.objectstore import LandingStore, open_landing_store
 
 ARTIFACTS = ("manifest.json", "run_results.json")
 LATEST = "latest"

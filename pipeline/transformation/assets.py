@@ -33,9 +33,9 @@ from dagster_dbt.asset_utils import (  # dagster-dbt's own subset selection: see
 from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 
 from ..automation.conditions import dbt_depth
-from ..check_targets import latest_materialization_target
-from ..resources import DbtArtifactsResource
-from ..settings import WAREHOUSE_POOL, Settings
+from ..core.resources import DbtArtifactsResource
+from ..core.settings import WAREHOUSE_POOL, Settings
+from ..fastpaths.check_targets import latest_materialization_target
 from .artifacts import (
     ArtifactStore,
     remove_invocation_folder,
@@ -231,7 +231,7 @@ def _dbt_multi_asset(
         context: dg.AssetExecutionContext, dbt: DbtCliResource, dbt_artifacts: DbtArtifactsResource
     ) -> Iterator[Any]:
         """dbt writes the warehouse, so the whole build holds the one `warehouse` pool slot."""
-        store = dbt_artifacts.store()
+        store = ArtifactStore(dbt_artifacts.store())
         attempt = context.retry_number
         step = context.op.name
         extra = [*(extra_args(context) if extra_args else []), *dbt_log_args(dbt)]

@@ -20,7 +20,7 @@ from dagster._utils import pushd
 from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject
 from packaging import version
 
-from ..settings import Settings
+from ..core.settings import Settings
 from .dbt_launcher import ARGUMENT_PLACEHOLDER, ARGUMENTS_FILE, SEEDS_BEFORE_SOURCES
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from devstack.dagster_dev import (
     refuse_a_local_env_file,
     tail,
 )
-from pipeline.settings import REPO_ROOT
+from pipeline.core.settings import REPO_ROOT
 
 __all__ = ["ASSET_NODES_QUERY", "CRM_TOKEN", "DEMO_CUSTOMERS", "DEMO_DAYS", "SAVED", "Stack"]
 
@@ -101,7 +101,7 @@ def generate_demo_data(landing: Path) -> date:
         [
             str(VENV_BIN / "python"),
             "-m",
-            "pipeline.demo_data",
+            "devstack.demo_data",
             "--landing",
             str(landing),
             "--days",
@@ -114,7 +114,7 @@ def generate_demo_data(landing: Path) -> date:
         cwd=REPO_ROOT,
     )
     first_day = subprocess.run(
-        [str(VENV_BIN / "python"), "-m", "pipeline.demo_data", "--landing", str(landing), "--first-day"],
+        [str(VENV_BIN / "python"), "-m", "devstack.demo_data", "--landing", str(landing), "--first-day"],
         check=True,
         cwd=REPO_ROOT,
         capture_output=True,

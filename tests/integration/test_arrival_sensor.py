@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import pytest
 
+from pipeline.core.objectstore import LandedObject
+from pipeline.core.resources import LandingResource
+from pipeline.core.s3 import S3LandingStore
 from pipeline.ingestion.arrivals import ArrivalCursor, plan_tick
 from pipeline.ingestion.contracts import SourceTable
-from pipeline.ingestion.landing import LandedObject
-from pipeline.ingestion.s3 import S3LandingStore
 from pipeline.ingestion.sensor import (
     LANDING_ETAG_TAG,
     LANDING_KEY_TAG,
@@ -23,7 +24,6 @@ from pipeline.ingestion.sensor import (
     SENSOR_NAME,
     build_arrival_sensor,
 )
-from pipeline.resources import LandingResource
 
 if TYPE_CHECKING:
     from dagster._core.definitions.sensor_definition import SensorExecutionData

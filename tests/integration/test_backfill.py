@@ -5,7 +5,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipeline.demo_data import generate
+from devstack.demo_data import generate
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from pipeline.settings import REPO_ROOT
+from pipeline.core.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import time
 
 import duckdb
 
+from pipeline.core.objectstore import LocalLandingStore
 from pipeline.ingestion.contracts import load_contracts
-from pipeline.ingestion.landing import LocalLandingStore
 from pipeline.ingestion.loader import FileToLoad, load_file
 
 LOADER = textwrap.dedent(

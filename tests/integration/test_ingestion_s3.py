@@ -19,10 +19,10 @@ import dagster as dg
 import duckdb
 import pytest
 
+from pipeline.core.resources import LandingResource, WarehouseResource
 from pipeline.ingestion.assets import build_ingestion_asset
 from pipeline.ingestion.contracts import load_contracts
 from pipeline.ingestion.quarantine import ProcessedAction
-from pipeline.resources import LandingResource, WarehouseResource
 from tests.s3_fixtures import S3Bucket
 
 pytest_plugins = ["tests.s3_fixtures"]
@@ -311,7 +311,7 @@ def test_arrival_sensor_to_loaded_partition_end_to_end(env, s3_bucket, tmp_path)
 
 
 def test_replay_a_corrected_file(env, s3_bucket, tmp_path, monkeypatch):
-    from pipeline.ingestion.replay import main as replay
+    from pipeline.replay import main as replay
 
     key = f"shop/{DAY}/customers.csv"
     rejected(env, key, f"{HEADER}\n{customer(2)}\n{customer(2)}\n", "primary_key_unique")
@@ -326,7 +326,7 @@ def test_replay_a_corrected_file(env, s3_bucket, tmp_path, monkeypatch):
     # `make dev`'s instance (devstack/dagster.yaml, our own storage), typed in a second shell: no DAGSTER_HOME.
     # The replay's run must be recorded there, where the UI reads.
     from devstack import INSTANCE_YAML
-    from pipeline.ingestion import replay as replay_module
+    from pipeline import replay as replay_module
 
     home = tmp_path / ".dagster_home"
     home.mkdir()
@@ -371,7 +371,7 @@ def test_a_backlog_of_consecutive_days_loads_in_one_ranged_run(env, s3_bucket, t
 def test_a_backlog_of_every_table_is_one_run_and_each_table_loads_its_own_files(env, s3_bucket, tmp_path):
     """The demo's backlog (every table, consecutive days) lands at once: one run over the range for all five raw
     tables, not one per table (or per file); each loads exactly its own files."""
-    from pipeline.demo_data import generate
+    from devstack.demo_data import generate
     from pipeline.ingestion.sensor import build_arrival_sensor
 
     today = datetime.now(UTC).date()

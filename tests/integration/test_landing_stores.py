@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import duckdb
 import pytest
 
-from pipeline.ingestion.landing import LandingStore, LocalLandingStore
-from pipeline.ingestion.s3 import S3LandingStore
+from pipeline.core.objectstore import LandingStore, LocalLandingStore
+from pipeline.core.s3 import S3LandingStore
+from pipeline.ingestion.landing import LandingKey
 
 if TYPE_CHECKING:
     from tests.s3_fixtures import S3Bucket
@@ -100,7 +101,8 @@ def test_head_matches_listing(harness: Harness):
     head = harness.store.head("shop/2026-11-01/orders.csv.gz")
     assert head == listed
     assert head.size == len(CSV_GZ)
-    assert head.parsed is not None and head.parsed.compressed
+    parsed = LandingKey.parse(head.key)
+    assert parsed is not None and parsed.compressed
     assert head.last_modified.tzinfo is not None
     assert harness.store.head("shop/2026-11-01/missing.csv") is None
 

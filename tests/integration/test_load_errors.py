@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 from dagster_shared.cli import WorkspaceOpts
 
-from pipeline.settings import REPO_ROOT
+from pipeline.core.settings import REPO_ROOT
 from tests.conftest import dbt_parse
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 
 from devstack import INSTANCE_YAML
-from pipeline.instance_storage import LocalEventLogStorage, LocalRunStorage
+from pipeline.fastpaths.instance_storage import LocalEventLogStorage, LocalRunStorage
 
 
 @dg.asset

@@ -31,7 +31,7 @@ import pytest
 from devstack.dagster_dev import GraphQL, launch_assets, refuse_a_local_env_file, run_status, run_worker_pid
 from devstack.dagster_dev import wait_until_loaded as wait_until_ui_loaded
 from devstack.serve import free_port
-from pipeline.settings import REPO_ROOT, WAREHOUSE_POOL
+from pipeline.core.settings import REPO_ROOT, WAREHOUSE_POOL
 from tests.marts import make_dim_customers
 
 pytestmark = [

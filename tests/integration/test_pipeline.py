@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from devstack import crm_server, webhook_receiver
+from devstack.demo_data import generate
 from devstack.serve import ServerThread
-from pipeline.demo_data import generate
 
 TOKEN = "test-token"
 SECRET = "whsec-pipeline"
@@ -243,8 +243,8 @@ def test_slack_summary_is_skipped_without_a_webhook(stack, module_env):
 
 def test_sync_gates_watch_every_check_upstream_of_the_mart(stack):
     from pipeline.activation.syncs import load_syncs, resolve_syncs
+    from pipeline.core.settings import Settings
     from pipeline.ingestion.assets import raw_partitions
-    from pipeline.settings import Settings
     from pipeline.transformation.assets import transformation_defs
 
     settings = Settings.from_env()

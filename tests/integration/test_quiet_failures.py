@@ -13,7 +13,7 @@ from dagster_graphql.test.utils import define_out_of_process_workspace, execute_
 
 from devstack import webhook_receiver
 from devstack.serve import ServerThread
-from pipeline.settings import REPO_ROOT
+from pipeline.core.settings import REPO_ROOT
 
 RAW_CUSTOMERS = dg.AssetKey(["raw", "customers"])
 HEADER = "customer_id,email,first_name,last_name,country_code,signup_channel,marketing_opt_in,created_at,updated_at"

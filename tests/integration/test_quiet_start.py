@@ -19,7 +19,7 @@ from dagster._core.test_utils import freeze_time
 
 from devstack import webhook_receiver
 from devstack.serve import ServerThread
-from pipeline.settings import REPO_ROOT
+from pipeline.core.settings import REPO_ROOT
 
 BERLIN = ZoneInfo("Europe/Berlin")
 #: the deployment starts at 03:10 local time; the raw deadline is 09:00, the marts' window 26 h

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pipeline.ingestion.landing import open_landing_store
-from pipeline.ingestion.s3 import S3LandingStore, parse_s3_url
+from pipeline.core.objectstore import open_landing_store
+from pipeline.core.s3 import S3LandingStore, parse_s3_url
 
 if TYPE_CHECKING:
     from tests.s3_fixtures import S3Bucket

@@ -35,8 +35,8 @@ from devstack import INSTANCE_YAML, crm_server, webhook_receiver
 from devstack.dagster_dev import dagster_dev, launch_assets, pool_claims, run_status, run_worker_pid
 from devstack.serve import ServerThread, stop_group
 from pipeline.automation.alerts import failed_steps
+from pipeline.core.settings import REPO_ROOT, WAREHOUSE_POOL
 from pipeline.run_launcher import run_worker_pid as recorded_worker_pid
-from pipeline.settings import REPO_ROOT, WAREHOUSE_POOL
 from tests.marts import make_dim_customers
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from pipeline.activation.assets import build_sync_asset
 from pipeline.activation.outbox import REJECTED, pending
 from pipeline.activation.signing import verify
 from pipeline.activation.syncs import ResolvedSync, load_syncs
-from pipeline.resources import CrmResource, WarehouseResource, WebhookResource
+from pipeline.core.resources import CrmResource, WarehouseResource, WebhookResource
 
 TOKEN = "t"
 SECRET = "whsec-test"

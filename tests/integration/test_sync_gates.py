@@ -10,7 +10,7 @@ from devstack import crm_server
 from devstack.serve import ServerThread
 from pipeline.activation.assets import build_sync_asset
 from pipeline.activation.syncs import ResolvedSync, load_syncs
-from pipeline.resources import CrmResource, WarehouseResource
+from pipeline.core.resources import CrmResource, WarehouseResource
 from tests.integration.test_sync_faults import TOKEN
 from tests.marts import make_dim_customers
 

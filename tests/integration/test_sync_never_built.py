@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.activation.assets import build_sync_asset
 from pipeline.activation.syncs import ResolvedSync, load_syncs
-from pipeline.resources import CrmResource, WarehouseResource
+from pipeline.core.resources import CrmResource, WarehouseResource
 
 pytestmark = pytest.mark.integration
 

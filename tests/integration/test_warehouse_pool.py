@@ -14,9 +14,9 @@ import httpx
 from dagster._core.instance.ref import InstanceRef
 
 from devstack import INSTANCE_YAML, crm_server
+from devstack.demo_data import generate
 from devstack.serve import ServerThread
-from pipeline.demo_data import generate
-from pipeline.settings import REPO_ROOT, WAREHOUSE_POOL
+from pipeline.core.settings import REPO_ROOT, WAREHOUSE_POOL
 from tests.marts import make_dim_customers
 
 TOKEN = "t"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.objectstore import LandedObject, LocalLandingStore
 from pipeline.ingestion.arrivals import ArrivalCursor, TickPlan, listing_start_day, plan_tick
 from pipeline.ingestion.contracts import SourceTable
-from pipeline.ingestion.landing import LandedObject, LocalLandingStore
 
 TODAY = date(2026, 11, 10)
 T0 = datetime(2026, 11, 10, 8, 0, tzinfo=UTC)

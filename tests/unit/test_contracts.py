@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config_files import ConfigFileError
-from pipeline.demo_data import load_contract_columns
+from devstack.demo_data import load_contract_columns
+from pipeline.core.config_files import ConfigFileError
 from pipeline.ingestion.contracts import LINEAGE_COLUMNS, TABLE_KEYS, load_contracts
 
 VALID = """\

@@ -3,7 +3,7 @@ by a `dg.Failure` is recorded with its message, without a stack trace, while a c
 
 import dagster as dg
 
-from pipeline import dagster_patches
+from pipeline.fastpaths import dagster_patches
 
 SPECS = [dg.AssetSpec(name) for name in ("first", "second", "third")]
 CHECKS = [dg.AssetCheckSpec("positive", asset=name) for name in ("first", "third")]
@@ -21,7 +21,7 @@ def three(context: dg.AssetExecutionContext):
 
 
 def test_the_patch_applies_to_this_dagster():
-    """Fails when a Dagster upgrade changes the patched members: review pipeline/dagster_patches.py then."""
+    """Fails when a Dagster upgrade changes the patched members: review pipeline/fastpaths/dagster_patches.py then."""
     import pipeline.definitions  # noqa: F401 - applies it, as every process loading the code location does
 
     assert dagster_patches.is_applied()

@@ -148,8 +148,8 @@ def test_the_dbt_stage_is_built_once_per_manifest(tmp_path, demo_manifest):
     import os
     import shutil
 
+    from pipeline.core.settings import REPO_ROOT, Settings
     from pipeline.ingestion.assets import raw_partitions
-    from pipeline.settings import REPO_ROOT, Settings
     from pipeline.transformation.assets import transformation_defs
 
     project = tmp_path / "dbt_project"

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline import demo_data
+from devstack import demo_data
 
 START = date(2026, 11, 1)
 DAYS = 10
@@ -348,7 +348,7 @@ def test_cli_writes_then_skips_when_present(tmp_path: Path, caplog: pytest.LogCa
     assert len(written) == 2 * len(demo_data.FILE_FORMATS)
 
     (tmp_path / "shop" / "2026-11-01" / "customers.csv").write_text("tampered", encoding="utf-8")
-    with caplog.at_level(logging.INFO, logger="pipeline.demo_data"):
+    with caplog.at_level(logging.INFO, logger="devstack.demo_data"):
         assert demo_data.main([*args, "--if-absent"]) == 0
     assert (tmp_path / "shop" / "2026-11-01" / "customers.csv").read_text(encoding="utf-8") == "tampered"
     assert "--if-absent" in caplog.text

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ingestion.landing import LandingKey, LocalLandingStore
+from pipeline.core.objectstore import LocalLandingStore
+from pipeline.ingestion.landing import LandingKey
 
 
 def test_parse_landing_key():
@@ -56,7 +57,7 @@ def test_a_file_moved_into_the_landing_folder_arrives_when_it_was_moved(tmp_path
 
 
 def test_an_in_process_replay_records_its_run_where_the_ui_reads(tmp_path):
-    from pipeline.ingestion.replay import instance_home
+    from pipeline.replay import instance_home
 
     dev_home = tmp_path / ".dagster_home"
     assert instance_home({"DAGSTER_HOME": "/srv/dagster"}, dev_home) == Path("/srv/dagster")

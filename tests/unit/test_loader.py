@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.core.objectstore import LocalLandingStore
 from pipeline.ingestion.contracts import SourceTable
-from pipeline.ingestion.landing import LocalLandingStore
 from pipeline.ingestion.loader import ContractViolation, FileToLoad, explain, load_file
 
 CONTRACT = SourceTable(

@@ -8,7 +8,7 @@ import pytest
 from pipeline.activation.destinations import CrmDestination
 from pipeline.activation.outbox import REJECTED, idempotency_key, pending, plan, run_sync, send_pending
 from pipeline.activation.syncs import SyncSpec
-from pipeline.activation.transport import Delivery
+from pipeline.core.transport import Delivery
 
 SPEC = SyncSpec(
     name="contacts",

@@ -5,7 +5,7 @@ import yaml
 from dagster._core.instance.config import dagster_instance_config
 
 from devstack import INSTANCE_YAML
-from pipeline.settings import REPO_ROOT
+from pipeline.core.settings import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.settings import REPO_ROOT, Settings, SettingsError, alert_routes, secret, store_url
+from pipeline.core.settings import REPO_ROOT, Settings, SettingsError, alert_routes, secret, store_url
 
 
 def dbt_project(root: Path) -> Path:

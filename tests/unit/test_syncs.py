@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.activation.syncs import SYNC_KEYS, ResolvedSync, load_syncs, relation_problem, resolve_syncs
-from pipeline.config_files import ConfigFileError
+from pipeline.core.config_files import ConfigFileError
 
 VALID = """\
 dbt_project: shop

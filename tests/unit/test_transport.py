@@ -3,7 +3,7 @@ import random
 import httpx
 import pytest
 
-from pipeline.activation.transport import RetryingSender, RetryPolicy
+from pipeline.core.transport import RetryingSender, RetryPolicy
 
 REQUEST = httpx.Request("POST", "http://crm.test/x")
 

@@ -15,7 +15,7 @@ immutable, and a step's outputs and selection do not change while it runs. So ea
 versions of its parents (provenance) and, for each check result, the materialization the check evaluated: both read
 the asset's latest materialization record back from the instance (`DataVersionCache`), although the step stored it a
 moment before — one `get_asset_records` query and one deserialized event per asset, ~1,000 for a 1,000-model dbt
-build (bench P2). Our local instance's event storage (pipeline/instance_storage.py) remembers the records of the
+build (bench P2). Our local instance's event storage (fastpaths/instance_storage.py) remembers the records of the
 unpartitioned materializations it committed in this process; for an asset this very run materialized, the cache
 takes that record — the one the query would return — and asks the instance otherwise (any other storage, another
 run's materialization, partitioned assets and inputs).

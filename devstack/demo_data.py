@@ -24,9 +24,9 @@ today's partition already holds files. `make dev` starts the raw partitions on t
 
 CLI::
 
-    python -m pipeline.demo_data --landing .data/landing [--seed 42] [--days 14] [--customers 500]
+    python -m devstack.demo_data --landing .data/landing [--seed 42] [--days 14] [--customers 500]
                                  [--start YYYY-MM-DD] [--if-absent] [--no-progress]
-    python -m pipeline.demo_data --landing .data/landing --first-day
+    python -m devstack.demo_data --landing .data/landing --first-day
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from typing import Any
 import duckdb
 from tqdm import tqdm
 
-from .ingestion.contracts import CONTRACTS_PATH, load_contracts
+from pipeline.ingestion.contracts import CONTRACTS_PATH, load_contracts
 
-logger = logging.getLogger("pipeline.demo_data")  # not __name__: under -m that is __main__
+logger = logging.getLogger("devstack.demo_data")  # not __name__: under -m that is __main__
 
 DEFAULT_DAYS = 14
 DEFAULT_CUSTOMERS = 500
@@ -723,7 +723,7 @@ def _holds_files(directory: Path) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.demo_data",
+        prog="python -m devstack.demo_data",
         description="Write deterministic Tidewater Outfitters demo exports into a landing directory.",
     )
     parser.add_argument("--landing", type=Path, required=True, help="landing directory to write into")

@@ -10,9 +10,7 @@ when the two fall in the same second.
 from __future__ import annotations
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # not exported by `dagster`
-    AssetCheckEvaluationTargetMaterializationData,
-)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
 
 def latest_materialization_target(

@@ -1,7 +1,7 @@
 """Replay a quarantined file: put it back at its landing key and load its partition again.
 
-    python -m pipeline.ingestion.replay quarantine/2026-11-02/shop/customers.csv           # via the running Dagster
-    python -m pipeline.ingestion.replay quarantine/2026-11-02/shop/customers.csv --in-process
+    python -m pipeline.replay quarantine/2026-11-02/shop/customers.csv           # via the running Dagster
+    python -m pipeline.replay quarantine/2026-11-02/shop/customers.csv --in-process
 
 Fix the file first (overwrite the quarantined object with the corrected one), or fix the contract. The load is
 requested directly rather than left to the arrival sensor: a replay of unchanged content after a contract fix
@@ -22,11 +22,11 @@ from urllib.parse import urlparse
 
 import dagster as dg
 
-from ..settings import REPO_ROOT, Settings
-from .contracts import load_contracts
-from .landing import LandingKey
-from .quarantine import release
-from .sensor import LANDING_KEY_TAG
+from .core.settings import REPO_ROOT, Settings
+from .ingestion.contracts import load_contracts
+from .ingestion.landing import LandingKey
+from .ingestion.quarantine import release
+from .ingestion.sensor import LANDING_KEY_TAG
 
 log = logging.getLogger("pipeline.replay")
 REPLAY_TAG = "pipeline/replay"
@@ -34,8 +34,8 @@ REPLAY_TAG = "pipeline/replay"
 
 def replay(quarantined: str, *, in_process: bool, settings: Settings | None = None) -> str:
     """Release the file and request its load; returns the run id."""
-    from ..definitions import defs as load_definitions
-    from ..resources import build_resources  # imported here: the CLI's --help stays fast
+    from .core.resources import build_resources
+    from .definitions import defs as load_definitions
 
     settings = settings or Settings.from_env()
     store = build_resources(settings)["landing"].store()

@@ -11,10 +11,9 @@ import dagster as dg
 import duckdb
 import httpx
 
-from .activation.transport import RetryPolicy
-from .ingestion.landing import LandingStore, open_landing_store
+from .objectstore import LandingStore, open_landing_store
 from .settings import Settings, secret
-from .transformation.artifacts import ArtifactStore
+from .transport import RetryPolicy
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -55,14 +54,15 @@ class LandingResource(dg.ConfigurableResource):
 
 
 class DbtArtifactsResource(dg.ConfigurableResource):
-    """Where every dbt invocation's manifest.json and run_results.json are kept (see transformation.artifacts)."""
+    """Where every dbt invocation's manifest.json and run_results.json are kept (see transformation.artifacts): an
+    object store, like the landing files'."""
 
     url: str
     endpoint_url: str | None = None
     region: str | None = None
 
-    def store(self) -> ArtifactStore:
-        return ArtifactStore.open(self.url, endpoint_url=self.endpoint_url, region=self.region)
+    def store(self) -> LandingStore:
+        return open_landing_store(self.url, endpoint_url=self.endpoint_url, region=self.region)
 
 
 class HttpDestinationResource(dg.ConfigurableResource):

@@ -18,7 +18,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from .landing import LandedObject
+from .objectstore import LandedObject
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 
