@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
+from . import fastpaths
 from .activation.assets import activation_defs
 from .automation.alerts import build_run_failure_alert
 from .automation.conditions import AUTOMATION_SENSOR
@@ -18,8 +19,6 @@ from .core.settings import ConfigurationError, Settings
 from .fastpaths import dagster_patches
 from .ingestion.assets import CONTRACT_CHECK, ingestion_defs, raw_partitions
 from .transformation.assets import transformation_defs
-
-dagster_patches.apply()  # every process that loads the code location runs its steps with the fix
 
 #: the dbt folder whose models are marts (groups come from folders): freshness-checked
 MARTS_GROUP = "marts"
@@ -80,6 +79,11 @@ def defs() -> dg.Definitions:
 
 def build_defs() -> dg.Definitions:
     settings = Settings.from_env()
+    if fastpaths.enabled():
+        # Every process that builds the definitions (code server, run worker, step process) runs its steps with
+        # Dagster's step execution patched for speed (see fastpaths/dagster_patches.py); PIPELINE_FAST_PATHS=off
+        # leaves Dagster as it is.
+        dagster_patches.apply()
     ingestion = ingestion_defs(settings)
     ingested = {key for a in ingestion.assets or [] if isinstance(a, dg.AssetsDefinition) for key in a.keys}
     dbt = transformation_defs(settings, ingested, raw_partitions(settings))

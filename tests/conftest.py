@@ -7,9 +7,25 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import fastpaths
 from pipeline.core.settings import REPO_ROOT
 
 DBT = str(Path(sys.executable).with_name("dbt"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test of a fast path itself runs only while the fast paths are on (CI runs the suite both ways)."""
+    if fastpaths.enabled():
+        return
+    unverified = fastpaths.unverified_versions()
+    why = (
+        f"fast paths are off (PIPELINE_FAST_PATHS={fastpaths.fast_paths_mode()}"
+        + (f"; unverified versions: {unverified}" if unverified else "")
+        + ")"
+    )
+    for item in items:
+        if item.get_closest_marker("fastpaths"):
+            item.add_marker(pytest.mark.skip(reason=why))
 
 
 def dbt_parse(project_dir: Path, profiles_dir: Path | None = None) -> Path:

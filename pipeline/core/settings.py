@@ -296,6 +296,9 @@ class Settings:
     mart_freshness_hours: float
     #: where each dbt invocation's manifest.json / run_results.json are kept: a folder or an s3:// prefix
     dbt_artifacts_url: str
+    #: the speed-ups that rely on Dagster's, dagster-dbt's or dbt-duckdb's internals (pipeline/fastpaths/):
+    #: auto (on with the versions they were verified against), on, off
+    fast_paths: str = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -365,6 +368,7 @@ class Settings:
                 "MART_FRESHNESS_HOURS", 26.0, _number(0, 8_784), "a number of hours above 0, at most 8784 (a year)"
             ),
             dbt_artifacts_url=read("DBT_ARTIFACTS_URL", str(DATA_DIR / "dbt_artifacts"), store_url, STORE_URL_FORM),
+            fast_paths=read(FAST_PATHS_SETTING, "auto", _choice(FAST_PATHS_MODES), _one_of(FAST_PATHS_MODES)),
         )
         # Read by dbt's profile and by the alert sensors, not kept here; their form is checked all the same.
         read("DBT_THREADS", 4, _integer(1, 256), "a whole number of threads, 1 to 256")
@@ -374,6 +378,23 @@ class Settings:
         if read.problems:
             raise SettingsError(read.problems)
         return settings
+
+
+#: The one switch of the fast paths (pipeline/fastpaths/): off, every one of them steps aside for the public path;
+#: auto (the default), they are on with the library versions they were verified against and off with any other.
+FAST_PATHS_SETTING = "PIPELINE_FAST_PATHS"
+FAST_PATHS_MODES = ("auto", "on", "off")
+
+
+def fast_paths_mode(environ: Mapping[str, str] | None = None) -> str:
+    """PIPELINE_FAST_PATHS, read where it is used: in the code location, a run worker and the instance's storage
+    (which Dagster builds outside any code location); see `pipeline.fastpaths.enabled`. A bad value fails as
+    `Settings.from_env` fails on it."""
+    read = _Reader(os.environ if environ is None else environ)
+    mode = read(FAST_PATHS_SETTING, "auto", _choice(FAST_PATHS_MODES), _one_of(FAST_PATHS_MODES))
+    if read.problems:
+        raise SettingsError(read.problems)
+    return mode
 
 
 def alert_routes(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -12,11 +12,16 @@ from __future__ import annotations
 import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
+from . import enabled as fast_paths_enabled
+
 
 def latest_materialization_target(
     instance: dg.DagsterInstance, key: dg.AssetKey
 ) -> AssetCheckEvaluationTargetMaterializationData | None:
-    """The asset's latest materialization (of any partition) as an evaluation's target; None if it has none."""
+    """The asset's latest materialization (of any partition) as an evaluation's target; None if it has none, and
+    with PIPELINE_FAST_PATHS=off (Dagster then pairs the evaluation with the latest materialization itself, by time)."""
+    if not fast_paths_enabled():
+        return None
     records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1).records
     if not records:
         return None

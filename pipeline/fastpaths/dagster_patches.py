@@ -1,5 +1,5 @@
-"""Fixes to Dagster 1.13's step execution, applied when the code location is imported (`pipeline.definitions`), so
-in every process that runs its steps.
+"""Fixes to Dagster 1.13's step execution, applied when the code location builds its definitions
+(`pipeline.definitions.build_defs`, unless PIPELINE_FAST_PATHS=off), so in every process that runs its steps.
 
 **Output key sets** (a multi-asset with many outputs: a dbt project).
 For every output a step yields, Dagster asks for the set of the step's asset keys

@@ -46,6 +46,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
+from . import enabled as fast_paths_enabled
+
 #: Every engine made here, so a forked child can drop the connections it inherited (they belong to the parent).
 _ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
@@ -61,7 +63,8 @@ os.register_at_fork(after_in_child=_forget_inherited_connections)
 #: `store_event_batch` only when this is set, and reads it whenever it handles one. This module is imported when an
 #: instance loads devstack/dagster.yaml, before it makes a run, so the webserver, the daemon and run workers all batch.
 #: Up to this many events share one transaction (others wait for it through SQLite's busy timeout).
-os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "500")
+if fast_paths_enabled():
+    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "500")
 
 
 def sqlite_engine(conn_string: str, **connect_args: Any) -> Engine:
@@ -126,8 +129,11 @@ class LocalEventLogStorage(SqliteEventLogStorage):
     @classmethod
     def from_config_value(  # ty: ignore[invalid-method-override]
         cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
-    ) -> "LocalEventLogStorage":
-        return cls(_base_dir(config_value, "history/runs"), inst_data=inst_data)
+    ) -> "SqliteEventLogStorage":
+        base_dir = _base_dir(config_value, "history/runs")
+        if not fast_paths_enabled():  # PIPELINE_FAST_PATHS=off: Dagster's own storage, in the same folders
+            return SqliteEventLogStorage(base_dir, inst_data=inst_data)
+        return cls(base_dir, inst_data=inst_data)
 
     def _engine(self, shard: str) -> Engine:
         """The shard's engine, made (and its file initialized) on first use."""
@@ -265,8 +271,11 @@ class LocalRunStorage(SqliteRunStorage):
     @classmethod
     def from_config_value(  # ty: ignore[invalid-method-override]
         cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
-    ) -> "LocalRunStorage":
-        return cls.from_local(_base_dir(config_value, "history"), inst_data=inst_data)
+    ) -> "SqliteRunStorage":
+        base_dir = _base_dir(config_value, "history")
+        if not fast_paths_enabled():  # PIPELINE_FAST_PATHS=off: Dagster's own storage, in the same folders
+            return SqliteRunStorage.from_local(base_dir, inst_data=inst_data)
+        return cls.from_local(base_dir, inst_data=inst_data)
 
     def dispose(self) -> None:
         with self._engine_lock:

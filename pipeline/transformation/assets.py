@@ -21,21 +21,14 @@ from dagster_dbt import (
     DbtProject,
     dbt_assets,
 )
-from dagster_dbt.asset_utils import (  # dagster-dbt's own subset selection: see project_copy_free_selection
-    _SELECTION_ARGS_THRESHOLD,
-    DAGSTER_DBT_EXCLUDE_METADATA_KEY,
-    DAGSTER_DBT_SELECT_METADATA_KEY,
-    DAGSTER_DBT_SELECTOR_METADATA_KEY,
-    DBT_INDIRECT_SELECTION_ENV,
-    get_asset_check_key_for_test,
-    get_subset_selection_for_context,
-)
+from dagster_dbt.asset_utils import get_asset_check_key_for_test
 from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 
 from ..automation.conditions import dbt_depth
 from ..core.resources import DbtArtifactsResource
 from ..core.settings import WAREHOUSE_POOL, Settings
 from ..fastpaths.check_targets import latest_materialization_target
+from ..fastpaths.dagster_dbt import indirect_selection, subset_selection_without_copy
 from .artifacts import (
     ArtifactStore,
     remove_invocation_folder,
@@ -246,7 +239,7 @@ def _dbt_multi_asset(
                 args = ["build", *extra, "--select", " ".join(redo)]
                 invocation = dbt.cli(args, manifest=manifest, dagster_dbt_translator=translator)
                 invocation.context = context
-            elif (subset := project_copy_free_selection(context, manifest, translator)) is not None:
+            elif (subset := subset_selection_without_copy(context, manifest, translator)) is not None:
                 selection, indirect = subset
                 context.log.info(f"A subset of {len(selection[-1].split())} dbt nodes, selected on dbt's command line")
                 with indirect_selection(indirect):
@@ -275,58 +268,6 @@ def _dbt_multi_asset(
             sweep_invocation_folders(invocation.target_path.parent)
 
     return _dbt
-
-
-def project_copy_free_selection(
-    context: dg.AssetExecutionContext, manifest: dict, translator: PipelineTranslator
-) -> tuple[list[str], str | None] | None:
-    """For a subset run of more than dagster-dbt's 200 nodes: dagster-dbt's own selection of it (`--select` and the
-    DBT_INDIRECT_SELECTION it needs), to put on dbt's command line here; None for any other run.
-
-    Given such a subset, dagster-dbt 0.29 copies the whole project folder to a new temporary folder (never removed:
-    target/, dbt_packages/, and a DuckDB file kept there), writes a selectors.yml there and runs dbt in the copy. A
-    profile whose DuckDB path is relative to the project (`path: warehouse.duckdb`, as many are) then has dbt build
-    the copy's warehouse: the run succeeds and the project's warehouse is untouched. Selected here, dbt runs in the
-    project itself; a selection longer than a command line takes goes through a file (see `spill_long_arguments`).
-    """
-    assets_def = context.assets_def
-    subset = (
-        assets_def.keys_by_output_name != assets_def.node_keys_by_output_name
-        or assets_def.check_specs_by_output_name != assets_def.node_check_specs_by_output_name
-    )
-    if not subset:
-        return None
-    tags = context.op.tags
-    selection, indirect = get_subset_selection_for_context(
-        context=context,
-        manifest=manifest,
-        select=tags.get(DAGSTER_DBT_SELECT_METADATA_KEY),
-        exclude=tags.get(DAGSTER_DBT_EXCLUDE_METADATA_KEY),
-        selector=tags.get(DAGSTER_DBT_SELECTOR_METADATA_KEY),
-        dagster_dbt_translator=translator,
-        current_dbt_indirect_selection_env=os.getenv(DBT_INDIRECT_SELECTION_ENV),
-    )
-    selected = selection[-1].split() if selection[:1] == ["--select"] and len(selection) == 2 else []
-    if len(selected) <= _SELECTION_ARGS_THRESHOLD:
-        return None  # dagster-dbt selects it on the command line itself
-    return selection, indirect
-
-
-@contextmanager
-def indirect_selection(value: str | None) -> Iterator[None]:
-    """DBT_INDIRECT_SELECTION set to `value` (when not None) while dagster-dbt starts dbt."""
-    if value is None:
-        yield
-        return
-    before = os.environ.get(DBT_INDIRECT_SELECTION_ENV)
-    os.environ[DBT_INDIRECT_SELECTION_ENV] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(DBT_INDIRECT_SELECTION_ENV, None)
-        else:
-            os.environ[DBT_INDIRECT_SELECTION_ENV] = before
 
 
 def retry_selection(store: ArtifactStore, run_id: str, step: str, attempt: int, manifest: dict) -> list[str] | None:

@@ -34,6 +34,8 @@ from typing import Any, TextIO
 
 #: The launcher's own option (before dbt's arguments): order seeds before the readers of the sources they load.
 SEEDS_BEFORE_SOURCES = "--seeds-before-sources"
+#: count each built table's rows through dbt-duckdb's internal database handle (a fast path: PIPELINE_FAST_PATHS)
+COUNT_ROWS = "--count-rows"
 #: The launcher's own option `--arguments-file PATH`: a JSON list of arguments too long for a command line (a
 #: selection of thousands of nodes; Linux refuses one argument over 128 KiB). dbt's arguments name them
 #: `@argument-<i>`; the launcher puts them in and removes the file.
@@ -49,7 +51,11 @@ COUNTABLE = frozenset({"table", "incremental", "snapshot", "seed"})
 
 
 def row_count(relation: str) -> int | None:
-    """Rows of a relation dbt just built, through dbt-duckdb's own database handle; None off DuckDB or on error."""
+    """Rows of a relation dbt just built, through dbt-duckdb's own database handle; None off DuckDB or on error.
+
+    A fast path (README, "Fast paths"): dbt-duckdb's `_ENV` is internal. It lives here, not in pipeline/fastpaths/,
+    because this script imports nothing of the `pipeline` package; the dbt resource turns it on (`--count-rows`)
+    only while PIPELINE_FAST_PATHS is on. Off, a DuckDB model's materialization has no `dagster/row_count`."""
     try:
         from dbt.adapters.duckdb.connections import DuckDBConnectionManager
     except ImportError:
@@ -69,9 +75,10 @@ def row_count(relation: str) -> int | None:
 class ResultLines:
     """A dbt callback writing one JSON line per node result (dbt calls it from the thread that ran the node)."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, count_rows: bool = False) -> None:
         self._out = out
         self._lock = threading.Lock()
+        self._count_rows = count_rows
 
     def __call__(self, msg: Any) -> None:
         name = msg.info.name
@@ -90,7 +97,7 @@ class ResultLines:
         }
         if name == "LogTestResult":
             fields["num_failures"] = data.num_failures
-        elif node.node_status == "success" and node.materialized in COUNTABLE:
+        elif self._count_rows and node.node_status == "success" and node.materialized in COUNTABLE:
             rows = row_count(node.node_relation.relation_name)
             if rows is not None:
                 fields["row_count"] = rows
@@ -182,12 +189,15 @@ def parsed_with_seeds_first(args: list[str], callbacks: list[Any]) -> Any | None
     return parsed.result
 
 
-def own_options(args: list[str]) -> tuple[bool, list[str]]:
-    """The launcher's own options at the front of `args`: (seeds first?, dbt's arguments with the long ones put in)."""
-    seeds_first, spilled = False, None
-    while args and args[0] in (SEEDS_BEFORE_SOURCES, ARGUMENTS_FILE):
+def own_options(args: list[str]) -> tuple[bool, bool, list[str]]:
+    """The launcher's own options at the front of `args`: (seeds first?, count rows?, dbt's arguments with the long
+    ones put in)."""
+    seeds_first, count_rows, spilled = False, False, None
+    while args and args[0] in (SEEDS_BEFORE_SOURCES, COUNT_ROWS, ARGUMENTS_FILE):
         if args[0] == SEEDS_BEFORE_SOURCES:
             seeds_first, args = True, args[1:]
+        elif args[0] == COUNT_ROWS:
+            count_rows, args = True, args[1:]
         else:
             path, args = Path(args[1]), args[2:]
             spilled = json.loads(path.read_text(encoding="utf-8"))
@@ -195,14 +205,14 @@ def own_options(args: list[str]) -> tuple[bool, list[str]]:
     if spilled:
         by_placeholder = {ARGUMENT_PLACEHOLDER.format(i): value for i, value in enumerate(spilled)}
         args = [by_placeholder.get(arg, arg) for arg in args]
-    return seeds_first, args
+    return seeds_first, count_rows, args
 
 
 def main(args: list[str]) -> int:
     from dbt.cli.main import dbtRunner
 
-    seeds_first, args = own_options(args)
-    callbacks = [ResultLines(sys.stdout)] if text_log(args) else []
+    seeds_first, count_rows, args = own_options(args)
+    callbacks = [ResultLines(sys.stdout, count_rows)] if text_log(args) else []
     manifest = parsed_with_seeds_first(args, callbacks) if seeds_first else None
     result = dbtRunner(manifest=manifest, callbacks=callbacks).invoke(args)
     if result.success:

@@ -5,23 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
 from functools import cached_property
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from dagster._utils import pushd
 from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject
-from packaging import version
 
 from ..core.settings import Settings
-from .dbt_launcher import ARGUMENT_PLACEHOLDER, ARGUMENTS_FILE, SEEDS_BEFORE_SOURCES
+from ..fastpaths import enabled as fast_paths_enabled
+from ..fastpaths.dagster_dbt import FastStartDbtCliResource
+from .dbt_launcher import ARGUMENT_PLACEHOLDER, ARGUMENTS_FILE, COUNT_ROWS, SEEDS_BEFORE_SOURCES
 
 logger = logging.getLogger(__name__)
 
@@ -135,32 +131,6 @@ def dbt_executable() -> str:
     return str(beside) if beside.exists() else "dbt"
 
 
-#: Set while `PipelineDbtCliResource.cli` lets dagster-dbt start dbt: the adapter handle is built after that.
-_ADAPTER_AFTER_START: ContextVar[bool] = ContextVar("adapter_after_start", default=False)
-
-
-@contextmanager
-def _adapter_after_start() -> Iterator[None]:
-    token = _ADAPTER_AFTER_START.set(True)
-    try:
-        yield
-    finally:
-        _ADAPTER_AFTER_START.reset(token)
-
-
-def installed_dbt_core_version(dbt_executable: str) -> version.Version | None:
-    """dbt-core's version from this environment's package metadata, when `dbt_executable` is the `dbt` script
-    installed beside this interpreter (so it runs this very dbt-core); None for any other executable."""
-    resolved = shutil.which(dbt_executable)
-    beside = Path(sys.executable).with_name("dbt")
-    if resolved is None or not beside.exists() or Path(resolved).resolve() != beside.resolve():
-        return None
-    try:
-        return version.parse(metadata.version("dbt-core"))
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def profiles_dir_of(project_dir: Path, profiles_dir: str | None) -> Path:
     """Where dbt looks for profiles.yml: the given folder, else DBT_PROFILES_DIR, else the project folder when it
     holds one, else ~/.dbt (dbt's own order)."""
@@ -193,40 +163,19 @@ def dbt_target_output(
         return None
 
 
-class PipelineDbtCliResource(DbtCliResource):
-    """`DbtCliResource` without two start-up costs it pays before every dbt command (issue 6; dagster-dbt 0.29).
+class PipelineDbtCliResource(FastStartDbtCliResource):
+    """dagster-dbt's dbt resource, starting dbt through `dbt_launcher.py` on DuckDB (see `cli`), with the fast start
+    of fastpaths/dagster_dbt.py (dagster-dbt's start-up costs, off with PIPELINE_FAST_PATHS=off).
 
-    - **The dbt version.** dagster-dbt learns it by running `dbt --version` in a subprocess once per process (its
-      `_cli_version`, to tell dbt Core from Fusion): a second Python start-up with dbt's imports, *and* dbt's own
-      check of the latest release on PyPI, which waits on the network — ~2.5 s per step process here, longer
-      offline. When the executable is the `dbt` installed beside this interpreter the answer is already in
-      this environment's package metadata (`dbt-core`), so we read it there; any other executable (a Fusion
-      binary, a dbt elsewhere on PATH) still gets asked.
-    - **The adapter handle.** dagster-dbt builds an in-process dbt adapter (profile, project, the dbt and adapter
-      macros parsed from Jinja: ~3 s) *before* it starts dbt, although nothing reads it until dbt's events are
-      streamed. We let dagster-dbt start the dbt subprocess first and build the same handle, with dagster-dbt's
-      own method, while dbt runs — the two overlap instead of adding up. `invocation.adapter` is the same object
-      as before by the time `cli()` returns; if building it fails, it is None with dagster-dbt's warning, as
-      before. On DuckDB no handle is built at all: the only use we have for it is counting rows, which
-      dbt_launcher.py does inside the dbt process (the only one the file admits while dbt runs), and the file's
-      path comes from the profile (`duckdb_path`, read without dbt's macros).
-
-    On DuckDB, dbt also runs through `dbt_launcher.py` (see `cli`): the installed dbt, reporting each result as it
-    comes although its stdout log is text.
+    On DuckDB the dbt process holds the file's only lock while it runs, so the adapter handle dagster-dbt builds has
+    no use here (`skips_adapter`): rows are counted inside the dbt process (dbt_launcher.py), and the file's path
+    comes from the profile (`duckdb_path`, read without dbt's macros).
 
     With `seeds_before_sources` (set when the project has seeds that load a table it also reads as a source), the
     launcher orders those seeds before the source's readers in `dbt build` / `dbt run` (see dbt_launcher.py).
-
-    Both override private members of the pinned dagster-dbt (`_cli_version`, `_initialize_dbt_core_adapter`);
-    tests/unit/test_dbt_resource.py fails if they disappear.
     """
 
     seeds_before_sources: bool = False
-
-    @cached_property
-    def _cli_version(self) -> version.Version:
-        installed = installed_dbt_core_version(self.dbt_executable)
-        return installed if installed is not None else super()._cli_version
 
     @cached_property
     def duckdb_path(self) -> str | None:
@@ -241,10 +190,9 @@ class PipelineDbtCliResource(DbtCliResource):
             return path
         return str(project_dir / path)
 
-    def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> Any:
-        if self.duckdb_path is not None or _ADAPTER_AFTER_START.get():
-            return None  # DuckDB: not needed; otherwise built by `cli` once dbt has started
-        return super()._initialize_dbt_core_adapter(args)
+    @property
+    def skips_adapter(self) -> bool:
+        return self.duckdb_path is not None
 
     @property
     def reports_through_launcher(self) -> bool:
@@ -259,6 +207,7 @@ class PipelineDbtCliResource(DbtCliResource):
             self._cli_version  # noqa: B018 - computed (and cached) here, so the copy carries it
             args, spilled = spill_long_arguments(args)
             own = [SEEDS_BEFORE_SOURCES] if self.seeds_before_sources else []
+            own += [COUNT_ROWS] if fast_paths_enabled() else []
             own += [ARGUMENTS_FILE, spilled] if spilled else []
             launcher = self.model_copy(
                 update={
@@ -266,22 +215,8 @@ class PipelineDbtCliResource(DbtCliResource):
                     "global_config_flags": [*LAUNCHER, *own, *self.global_config_flags],
                 }
             )
-            return launcher._start(args, **kwargs)  # noqa: SLF001 - the copy is this resource
-        return self._start(args, **kwargs)
-
-    def _start(self, args: Sequence[str], **kwargs: Any) -> DbtCliInvocation:
-        with _adapter_after_start():
-            invocation = super().cli(args, **kwargs)
-        if not invocation.is_fusion and self.duckdb_path is None:
-            with pushd(str(invocation.project_dir)):  # where dagster-dbt builds it, too
-                try:
-                    invocation.adapter = super()._initialize_dbt_core_adapter(args)
-                except Exception:
-                    logger.warning(
-                        "An error was encountered when creating a handle to the dbt adapter in Dagster.",
-                        exc_info=True,
-                    )
-        return invocation
+            return launcher.start(args, **kwargs)
+        return self.start(args, **kwargs)
 
 
 def dbt_resource(project: DbtProject, *, seeds_before_sources: bool = False) -> DbtCliResource:

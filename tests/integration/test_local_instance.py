@@ -22,6 +22,21 @@ def doubled() -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"rows": 6})
 
 
+def test_with_the_fast_paths_off_the_instance_is_dagsters_own(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(INSTANCE_YAML, home)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PIPELINE_FAST_PATHS", "off")
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.event_log_storage) is SqliteEventLogStorage
+        assert type(instance.run_storage) is SqliteRunStorage
+        result = dg.materialize([numbers, doubled], instance=instance)
+        assert result.success
+    assert (home / "history" / "runs.db").exists() and (home / "history" / "runs" / f"{result.run_id}.db").exists()
+
+
+@pytest.mark.fastpaths
 def test_runs_and_events_land_in_dagsters_own_files(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -61,6 +76,7 @@ def _planned(instance: dg.DagsterInstance, run_id: str) -> list:
     return [e for e in instance.all_logs(run_id) if e.dagster_event_type in planned]
 
 
+@pytest.mark.fastpaths
 def test_a_runs_planned_events_are_written_as_one_batch(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()

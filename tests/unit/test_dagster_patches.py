@@ -2,8 +2,11 @@
 by a `dg.Failure` is recorded with its message, without a stack trace, while a crash keeps its stack."""
 
 import dagster as dg
+import pytest
 
 from pipeline.fastpaths import dagster_patches
+
+pytestmark = pytest.mark.fastpaths
 
 SPECS = [dg.AssetSpec(name) for name in ("first", "second", "third")]
 CHECKS = [dg.AssetCheckSpec("positive", asset=name) for name in ("first", "third")]
@@ -21,9 +24,9 @@ def three(context: dg.AssetExecutionContext):
 
 
 def test_the_patch_applies_to_this_dagster():
-    """Fails when a Dagster upgrade changes the patched members: review pipeline/fastpaths/dagster_patches.py then."""
-    import pipeline.definitions  # noqa: F401 - applies it, as every process loading the code location does
-
+    """Fails when a Dagster upgrade changes the patched members: review pipeline/fastpaths/dagster_patches.py then.
+    (The code location applies it when it builds its definitions: `pipeline.definitions.build_defs`.)"""
+    assert dagster_patches.apply()
     assert dagster_patches.is_applied()
     assert dagster_patches.apply()  # idempotent
 

@@ -7,8 +7,10 @@ import pytest
 from dagster_dbt import DbtCliResource
 from packaging import version
 
-from pipeline.transformation import project as project_module
-from pipeline.transformation.project import PipelineDbtCliResource, dbt_executable, installed_dbt_core_version
+from pipeline import fastpaths
+from pipeline.fastpaths import dagster_dbt as fast_dbt
+from pipeline.fastpaths.dagster_dbt import installed_dbt_core_version
+from pipeline.transformation.project import PipelineDbtCliResource, dbt_executable
 
 
 @pytest.fixture
@@ -17,9 +19,10 @@ def project_dir(tmp_path):
     return tmp_path
 
 
+@pytest.mark.fastpaths
 def test_the_dagster_dbt_members_we_override_still_exist():
     # If dagster-dbt renames these, our overrides silently stop applying: pin-bump work, see the class docstring.
-    assert isinstance(DbtCliResource.__dict__["_cli_version"], project_module.cached_property)
+    assert isinstance(DbtCliResource.__dict__["_cli_version"], fast_dbt.cached_property)
     assert callable(DbtCliResource._initialize_dbt_core_adapter)
     # ... and the ones the dbt assets and dbt_launcher.py read: dagster-dbt's stdout reader, dbt-duckdb's database.
     from dagster_dbt import DbtCliInvocation
@@ -44,6 +47,7 @@ def test_version_of_this_environments_dbt_comes_from_package_metadata():
     assert installed_dbt_core_version("no-such-dbt-anywhere") is None
 
 
+@pytest.mark.fastpaths
 def test_no_dbt_version_subprocess(monkeypatch, project_dir):
     def forbidden(*args, **kwargs):
         raise AssertionError("dbt --version was run")
@@ -62,13 +66,14 @@ def test_another_executable_is_still_asked(monkeypatch, project_dir):
     assert resource._cli_version == version.parse("9.8.7")
 
 
+@pytest.mark.fastpaths
 @pytest.mark.parametrize("deferred", [True, False])
 def test_adapter_is_deferred_only_inside_cli(monkeypatch, project_dir, deferred):
     calls = []
     monkeypatch.setattr(DbtCliResource, "_initialize_dbt_core_adapter", lambda self, args: calls.append(args) or "A")
     resource = PipelineDbtCliResource(project_dir=str(project_dir), dbt_executable=dbt_executable())
     if deferred:
-        with project_module._adapter_after_start():
+        with fast_dbt._adapter_after_start():
             assert resource._initialize_dbt_core_adapter(["build"]) is None
         assert calls == []
     else:
@@ -87,7 +92,8 @@ def test_the_duckdb_file_is_read_from_the_profile_without_an_adapter(monkeypatch
     monkeypatch.setattr(DbtCliResource, "_initialize_dbt_core_adapter", lambda self, args: "A")
     resource = PipelineDbtCliResource(project_dir=str(project_dir), dbt_executable=dbt_executable())
     assert resource.duckdb_path == str(project_dir / "data" / "w.duckdb")
-    assert resource._initialize_dbt_core_adapter(["build"]) is None
+    # fast paths off: dagster-dbt builds its handle as it always does
+    assert resource._initialize_dbt_core_adapter(["build"]) == (None if fastpaths.enabled() else "A")
 
 
 @pytest.mark.parametrize(
@@ -141,7 +147,7 @@ def test_arguments_too_long_for_a_command_line_reach_dbt_through_a_file(monkeypa
     kept, path = project_module.spill_long_arguments(args)
     assert kept == ["build", "--select", "@argument-0", "--exclude", "@argument-1", "--target", "dev"]
     assert path is not None and Path(path).exists()
-    seeds_first, restored = own_options([SEEDS_BEFORE_SOURCES, "--arguments-file", path, *kept])
-    assert seeds_first and restored == args
+    seeds_first, count_rows, restored = own_options([SEEDS_BEFORE_SOURCES, "--arguments-file", path, *kept])
+    assert seeds_first and not count_rows and restored == args
     assert not Path(path).exists()  # the launcher removes it
     assert project_module.spill_long_arguments(["build", "--target", "dev"]) == (["build", "--target", "dev"], None)
