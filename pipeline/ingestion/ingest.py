@@ -173,7 +173,7 @@ def load_files(
             continue
         now_at = mark_processed(store, stored_at, landing_key, processed, run_id)
         log.info(f"Loaded {loads[-1].rows_loaded} rows from {landing_key} (now at {now_at})")
-    if not files:  # an arrival run with nothing left to load: the table as it stands (created if new)
+    if not loads:  # no file created the table: nothing was left to load, or a new table's first file was rejected
         ensure_table(conn, contract)
     return LoadOutcome(loads, rejected, rows=table_rows(conn, contract), checked=len(files))
 

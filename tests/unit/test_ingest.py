@@ -194,3 +194,14 @@ def test_nothing_left_to_load_reports_the_table_as_it_stands(store, conn):
     result = outcome.materialization()
     assert result.metadata["files"] == 0 and result.metadata["dagster/row_count"] == 0
     assert result.check_results[0].description == "0 landed file(s) met the contract."
+
+
+def test_a_new_tables_first_file_rejected_still_reports_the_quarantine(store, conn):
+    land(store.root, "shop/2026-11-01/things.csv", "thing_id,colour\n1,red\n")  # no `code` column
+
+    outcome = load(conn, store)
+
+    [(violation, where)] = outcome.rejected
+    assert violation.check == "required_columns" and "missing required column(s) code" in str(violation)
+    assert (outcome.loads, outcome.rows) == ([], 0)  # the table exists, empty, for dbt's sources
+    assert outcome.failure().description == f"{violation} -> quarantined at {where}"
