@@ -3,6 +3,7 @@ metadata, check result and failure the run reports (a real DuckDB and a landing 
 
 import json
 import logging
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -11,20 +12,15 @@ import duckdb
 import pytest
 
 from pipeline.core.objectstore import LocalLandingStore
-from pipeline.ingestion.contracts import CONTRACT_CHECK, SourceTable
+from pipeline.ingestion.contracts import CONTRACT_CHECK
 from pipeline.ingestion.ingest import LoadOutcome, load_files, select_files
 from pipeline.ingestion.quarantine import ProcessedAction
 from pipeline.ingestion.sensor import LANDING_KEY_TAG, LANDING_KEYS_TAG
+from tests.unit.test_loader import CONTRACT as LOADER_CONTRACT
+from tests.unit.test_loader import HEADER
 
-CONTRACT = SourceTable(
-    system="shop",
-    table="things",
-    file="things",
-    description="test",
-    primary_key=("thing_id",),
-    columns={"thing_id": "BIGINT", "code": "VARCHAR"},
-    extra_columns="load",
-)
+#: test_loader's table (thing_id, code, price, seen_at), loading extra columns.
+CONTRACT = replace(LOADER_CONTRACT, extra_columns="load")
 DAYS = [date(2026, 11, 1), date(2026, 11, 2)]
 LOG = logging.getLogger("test_ingest")
 
@@ -106,8 +102,9 @@ def test_a_run_without_files_names_the_table_the_days_and_where_it_looked(store)
 
 
 def test_loads_good_files_and_quarantines_the_bad_one_with_its_reason(store, conn, caplog):
-    land(store.root, "shop/2026-11-01/things.csv", "thing_id,code,colour\n1,a,red\n2,b,blue\n")
-    land(store.root, "shop/2026-11-02/things.csv", "thing_id,code\n3,c\n3,d\n")  # duplicate primary key
+    with_colour = HEADER.replace("\n", ",colour\n")
+    land(store.root, "shop/2026-11-01/things.csv", with_colour + "1,a,1,2026-11-01,red\n2,b,2,2026-11-01,blue\n")
+    land(store.root, "shop/2026-11-02/things.csv", HEADER + "3,c,1,2026-11-02\n3,d,1,2026-11-02\n")  # duplicate key
 
     with caplog.at_level(logging.INFO, logger=LOG.name):
         outcome = load(conn, store)
@@ -155,8 +152,8 @@ def test_loads_good_files_and_quarantines_the_bad_one_with_its_reason(store, con
 
 
 def test_a_clean_run_materializes_with_its_passed_check_and_keys_of_several_files(store, conn):
-    land(store.root, "shop/2026-11-01/things.csv", "thing_id,code\n1,a\n")
-    land(store.root, "shop/2026-11-02/things.csv", "thing_id,code\n2,b\n3,c\n")
+    land(store.root, "shop/2026-11-01/things.csv", HEADER + "1,a,1,2026-11-01\n")
+    land(store.root, "shop/2026-11-02/things.csv", HEADER + "2,b,1,2026-11-02\n3,c,1,2026-11-02\n")
 
     result = load(conn, store).materialization()
 
@@ -169,9 +166,9 @@ def test_a_clean_run_materializes_with_its_passed_check_and_keys_of_several_file
 
 
 def test_a_reload_replaces_the_files_rows_and_leave_keeps_the_file_where_it_landed(store, conn):
-    key = land(store.root, "shop/2026-11-01/things.csv", "thing_id,code\n1,a\n2,b\n")
+    key = land(store.root, "shop/2026-11-01/things.csv", HEADER + "1,a,1,2026-11-01\n2,b,1,2026-11-01\n")
     load(conn, store, processed=ProcessedAction.LEAVE)
-    land(store.root, key, "thing_id,code\n1,z\n")
+    land(store.root, key, HEADER + "1,z,1,2026-11-01\n")
 
     outcome = load(conn, store, processed=ProcessedAction.LEAVE)
 
@@ -180,7 +177,7 @@ def test_a_reload_replaces_the_files_rows_and_leave_keeps_the_file_where_it_land
 
 
 def test_tag_marks_the_loaded_file_with_the_run(store, conn):
-    key = land(store.root, "shop/2026-11-01/things.csv", "thing_id,code\n1,a\n")
+    key = land(store.root, "shop/2026-11-01/things.csv", HEADER + "1,a,1,2026-11-01\n")
 
     load(conn, store, processed=ProcessedAction.TAG)
 
@@ -197,7 +194,7 @@ def test_nothing_left_to_load_reports_the_table_as_it_stands(store, conn):
 
 
 def test_a_new_tables_first_file_rejected_still_reports_the_quarantine(store, conn):
-    land(store.root, "shop/2026-11-01/things.csv", "thing_id,colour\n1,red\n")  # no `code` column
+    land(store.root, "shop/2026-11-01/things.csv", "thing_id,price,seen_at\n1,1,2026-11-01\n")  # no `code` column
 
     outcome = load(conn, store)
 
