@@ -3,10 +3,10 @@
 Each stand-in is a real HTTP server (a Starlette app served by uvicorn), so `make dev` and the integration tests
 exercise the same client code, retries and serialisation as production; only the base URL and token differ.
 
-- `devstack.crm_server`: a HubSpot-CRM-v3-shaped contacts API backed by SQLite.
+- `devstack.crm`: a HubSpot-CRM-v3-shaped contacts API backed by SQLite (a package: storage, routes, faults, ...).
 - `devstack.webhook_receiver`: records incoming webhook POSTs (Slack incoming-webhook stand-in).
 - `devstack.serve`: `ServerThread` runs any of them in-process on an ephemeral loopback port (tests),
-  and the shared command-line plumbing (`python -m devstack.crm_server ...`).
+  and the shared command-line plumbing (`python -m devstack.crm ...`).
 - `devstack.dev`: `make dev`, the servers above and `dagster dev`, stopped together by one Ctrl-C.
 - `devstack.dagster_dev`: the same stack, fully temporary, for the browser test and the benchmarks.
 - `devstack/dagster.yaml`: the local Dagster instance they run (`INSTANCE_YAML`).

@@ -316,7 +316,7 @@ def dagster_dev(
     shutil.copy(INSTANCE_YAML, root / "dagster_home" / "dagster.yaml")
     with ExitStack() as cleanup:
         crm_url = cleanup.enter_context(
-            server_process("devstack.crm_server", "--db", str(root / "crm.sqlite"), "--token", crm_token)
+            server_process("devstack.crm", "--db", str(root / "crm.sqlite"), "--token", crm_token)
         )
         hooks_url = cleanup.enter_context(server_process("devstack.webhook_receiver", "--secret", webhook_secret))
         port = free_port()

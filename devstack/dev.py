@@ -84,9 +84,7 @@ def run_stack(args: argparse.Namespace, stop: threading.Event, hurry: threading.
     """Start the three, wait for `stop` (or for `dagster dev` to exit by itself), then stop all of them."""
     with ExitStack() as stack:
         crm = stack.enter_context(
-            server_process(
-                "devstack.crm_server", "--db", str(args.data / "crm.sqlite"), port=args.crm_port, log_level="info"
-            )
+            server_process("devstack.crm", "--db", str(args.data / "crm.sqlite"), port=args.crm_port, log_level="info")
         )
         hooks = stack.enter_context(
             server_process(

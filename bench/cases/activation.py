@@ -67,7 +67,7 @@ def prepare(quick: bool, workdir: Path) -> Iterator[Setup]:
     db = workdir / "warehouse.duckdb"
     make_mart(db, records)
     base = next(s for s in load_syncs() if s.name == "crm_contacts_sync")
-    with server_process("devstack.crm_server", "--db", str(workdir / "crm.sqlite"), "--token", TOKEN) as url:
+    with server_process("devstack.crm", "--db", str(workdir / "crm.sqlite"), "--token", TOKEN) as url:
         crm = CrmResource(base_url=url, token=TOKEN)
         resources = {"warehouse": WarehouseResource(path=str(db)), "crm": crm}
         instance = dg.DagsterInstance.ephemeral()
@@ -144,7 +144,7 @@ def rerun_notes(sync, db: Path, records: int) -> list[str]:
     expected = records // step
     assert changed["sent"] == expected and changed["sent"] <= MAX_SENT_SHARE * records, changed
     return [
-        "CRM: `python -m devstack.crm_server` in its own process (SQLite file, bearer token), on loopback",
+        "CRM: `python -m devstack.crm` in its own process (SQLite file, bearer token), on loopback",
         f"Ours: the contacts sync asset through `dg.materialize`, its state dropped before each repetition"
         f" (every record sent); first sync of the re-run checks took {first['duration_seconds']} s"
         f" for {first['sent']:,} records",

@@ -1,7 +1,6 @@
 """Ingestion assets: one per contract table, key ["raw", <table>], daily-partitioned by landing date."""
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import date, timedelta
 
 import dagster as dg
@@ -9,65 +8,15 @@ import dagster as dg
 from ..automation.conditions import PARTITIONED_TAG
 from ..automation.retries import TRANSIENT_RETRY
 from ..core.external import landing_asset_key, landing_specs
-from ..core.objectstore import LandedObject, LandingStore
 from ..core.resources import LandingResource, WarehouseResource
 from ..core.settings import WAREHOUSE_POOL, Settings
 from ..fastpaths.check_targets import latest_materialization_target
 from .contracts import CONTRACT_CHECK, SourceTable, load_contracts
-from .landing import LandingKey
-from .loader import ContractViolation, FileLoad, FileToLoad, ensure_table, load_file, table_rows
-from .quarantine import PROCESSED_PREFIX, ProcessedAction, mark_processed, quarantine
-from .sensor import LANDING_KEY_TAG, LANDING_KEYS_TAG, build_arrival_sensor
+from .ingest import load_files, select_files
+from .quarantine import ProcessedAction
+from .sensor import build_arrival_sensor
 
 INGESTION_GROUP = "ingestion"
-
-
-def files_for_days(store: LandingStore, contract: SourceTable, days: list[date]) -> list[tuple[str, LandedObject, str]]:
-    """(landing key, object, where it is stored) for each file of this table landed on one of `days`.
-
-    Looks under the landing prefix and under processed/ (a backfill re-reads files already loaded), listing
-    from the first day with StartAfter so older dates are never listed. Where both hold a key, the landing
-    one wins: it is a newer delivery of the same file.
-    """
-    wanted, first, last = set(days), min(days), max(days)
-    found: dict[str, tuple[LandedObject, str]] = {}
-    for base in (PROCESSED_PREFIX, ""):
-        prefix = f"{base}{contract.system}/"
-        for obj in store.list(prefix, start_after=f"{prefix}{first.isoformat()}"):
-            landing_key = obj.key.removeprefix(base)
-            parsed = LandingKey.parse(landing_key)
-            if parsed is None:
-                continue
-            if parsed.day > last:
-                break
-            if parsed.name == contract.file and parsed.day in wanted:
-                found[landing_key] = (obj, obj.key)
-    return [(key, obj, stored_at) for key, (obj, stored_at) in sorted(found.items())]
-
-
-def arrived_keys(tags: Mapping[str, str]) -> list[str]:
-    """The files an arrival-sensor run was requested for (none for a manual run or a backfill)."""
-    if LANDING_KEYS_TAG in tags:
-        return json.loads(tags[LANDING_KEYS_TAG])
-    return [tags[LANDING_KEY_TAG]] if LANDING_KEY_TAG in tags else []
-
-
-def files_arrived(store: LandingStore, keys: list[str], contract: SourceTable) -> list[tuple[str, LandedObject, str]]:
-    """Those of `keys` that are this table's files and still where they landed (a sibling run may have loaded and
-    moved one already). A run the sensor requested for several tables lists all their files."""
-    mine = [
-        key
-        for key in keys
-        if (parsed := LandingKey.parse(key)) and (parsed.system, parsed.name) == (contract.system, contract.file)
-    ]
-    objects = [(key, store.head(key)) for key in mine]
-    return [(key, obj, key) for key, obj in objects if obj is not None]
-
-
-def _rows(warehouse: WarehouseResource, contract: SourceTable) -> int:
-    with warehouse.connect() as conn:
-        ensure_table(conn, contract)
-        return table_rows(conn, contract)
 
 
 def partition_days(context: dg.AssetExecutionContext) -> list[date]:
@@ -84,47 +33,6 @@ def column_schema(contract: SourceTable) -> dg.TableSchema:
             for name, type_ in contract.all_columns().items()
         ]
     )
-
-
-def load_metadata(loads: list[FileLoad], rejected: list[tuple[ContractViolation, str]], rows: int) -> dict:
-    meta: dict = {
-        "dagster/row_count": rows,
-        "rows_loaded": sum(f.rows_loaded for f in loads),
-        "rows_replaced": sum(f.rows_replaced for f in loads),
-        "files": len(loads),
-        "bytes": sum(f.bytes for f in loads),
-        "rejected_files": len(rejected),
-        "duration_seconds": round(sum(f.seconds for f in loads), 3),
-    }
-    if len(loads) == 1:
-        meta |= {"landing_key": loads[0].key, "etag": loads[0].etag}
-    elif loads:
-        meta["landing_keys"] = dg.MetadataValue.json([f.key for f in loads])
-    extra = sorted({c for f in loads for c in f.extra_columns})
-    if extra:
-        meta["extra_columns"] = ", ".join(extra)
-    return meta
-
-
-def contract_result(rejected: list[tuple[ContractViolation, str]], found: int) -> dg.AssetCheckResult:
-    """The `landing_contract` verdict on this run's files: how many were checked, which broke the contract, why."""
-    return dg.AssetCheckResult(
-        check_name=CONTRACT_CHECK,
-        passed=not rejected,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=quarantine_message(rejected) if rejected else f"{found} landed file(s) met the contract.",
-        metadata={
-            "files_checked": found,
-            "rejected_files": len(rejected),
-            **({"rejections": dg.MetadataValue.json([v.reason() for v, _ in rejected])} if rejected else {}),
-            **({"quarantined": dg.MetadataValue.json([where for _, where in rejected])} if rejected else {}),
-        },
-    )
-
-
-def quarantine_message(rejected: list[tuple[ContractViolation, str]]) -> str:
-    """Which file broke the contract, how, and where it went (one line each): the step failure and the check say it."""
-    return "\n".join(f"{v} -> quarantined at {where}" for v, where in rejected)
 
 
 def contract_failed(
@@ -190,52 +98,19 @@ def build_ingestion_asset(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         store = landing.store()
-        days = partition_days(context)
-        arrival = arrived_keys(context.run.tags)
-        found = files_arrived(store, arrival, contract) if arrival else files_for_days(store, contract, days)
-        if arrival and not found:
-            # A sibling run (an earlier upload of the same key) already loaded and moved it: nothing left to do.
-            context.log.info(
-                f"No file of {contract.qualified_name} in {arrival} is still in the landing prefix: already loaded"
-                " by an earlier run"
-            )
-            yield dg.MaterializeResult(
-                metadata=load_metadata([], [], rows=_rows(warehouse, contract)),
-                check_results=[contract_result([], found=0)],
-            )
-            return
-        if not found:
-            span = f"{days[0]}..{days[-1]}" if len(days) > 1 else str(days[0])
-            expected = f"{store.url.rstrip('/')}/{contract.system}/<YYYY-MM-DD>/{contract.file}.<csv|jsonl|parquet>"
-            raise dg.Failure(
-                f"No landing file for {contract.qualified_name} on {span}: expected {expected}", allow_retries=False
-            )
-        loads: list[FileLoad] = []
-        rejected: list[tuple[ContractViolation, str]] = []
+        selection = select_files(store, contract, context.run.tags, partition_days(context))
+        if selection.already_loaded:
+            context.log.info(selection.already_loaded_message())  # and the table as it stands is the result
+        elif not selection.files:
+            raise dg.Failure(selection.missing_message(store.url), allow_retries=False)
         with warehouse.connect() as conn:
-            for landing_key, obj, stored_at in found:
-                try:
-                    with store.local_path(stored_at) as path:
-                        loads.append(load_file(conn, contract, FileToLoad(obj, path, landing_key)))
-                except ContractViolation as violation:
-                    moved_to = quarantine(store, stored_at, violation, context.run_id)
-                    context.log.error(f"Rejected {violation}; moved to {moved_to}")
-                    rejected.append((violation, moved_to))
-                    continue
-                now_at = mark_processed(store, stored_at, landing_key, processed, context.run_id)
-                context.log.info(f"Loaded {loads[-1].rows_loaded} rows from {landing_key} (now at {now_at})")
-            rows = table_rows(conn, contract)
-        metadata = load_metadata(loads, rejected, rows)
-        if rejected:
-            yield contract_failed(key, contract_result(rejected, found=len(found)), context.instance)
-            raise dg.Failure(
-                description=quarantine_message(rejected),
-                metadata={**metadata, "quarantined": dg.MetadataValue.json([where for _, where in rejected])},
-                allow_retries=False,  # the file is quarantined: a retry would find nothing to load
+            outcome = load_files(
+                conn, store, contract, selection.files, processed=processed, run_id=context.run_id, log=context.log
             )
-        # The check result after the materialization (inside it): it judges this load, and a load of another day
-        # that finishes meanwhile cannot make it look like the verdict on an older table (see contract_failed).
-        yield dg.MaterializeResult(metadata=metadata, check_results=[contract_result([], found=len(found))])
+        if outcome.rejected:
+            yield contract_failed(key, outcome.check_result(), context.instance)
+            raise outcome.failure()
+        yield outcome.materialization()
 
     return _ingest
 

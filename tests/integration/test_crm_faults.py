@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack import crm_server
-from devstack.crm_server import FaultConfig
+from devstack import crm as crm_server
+from devstack.crm import FaultConfig
 from devstack.serve import ServerThread
 
 pytestmark = pytest.mark.integration

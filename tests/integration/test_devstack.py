@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack import crm_server, webhook_receiver
+from devstack import crm as crm_server
+from devstack import webhook_receiver
 from devstack.serve import ServerThread
 
 pytestmark = pytest.mark.integration

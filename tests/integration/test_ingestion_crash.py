@@ -18,7 +18,7 @@ LOADER = textwrap.dedent(
     """
     import sys, duckdb
     from pipeline.ingestion.contracts import load_contracts
-    from pipeline.ingestion.landing import LocalLandingStore
+    from pipeline.core.objectstore import LocalLandingStore
     from pipeline.ingestion.loader import FileToLoad, load_file
     root, db, key = sys.argv[1:]
     contract = {c.table: c for c in load_contracts()}["orders"]

@@ -46,7 +46,7 @@ STOP_BOUND = 90.0
 STARTUP_TIMEOUT = 400.0  # make's prerequisites (dbt parse), then dagster dev and the code location
 CTRL_C = b"\x03"
 #: What runs under `make dev` (matched in the command lines of the shell's descendants, to show the test sees them).
-PARTS = ("devstack.crm_server", "devstack.webhook_receiver", "dagster dev", "dagster_webserver", "dagster._daemon")
+PARTS = ("devstack.crm", "devstack.webhook_receiver", "dagster dev", "dagster_webserver", "dagster._daemon")
 
 
 def process_table() -> dict[int, tuple[int, int, int, str, int, str]]:

@@ -10,7 +10,8 @@ import duckdb
 import httpx
 import pytest
 
-from devstack import crm_server, webhook_receiver
+from devstack import crm as crm_server
+from devstack import webhook_receiver
 from devstack.demo_data import generate
 from devstack.serve import ServerThread
 from pipeline import fastpaths

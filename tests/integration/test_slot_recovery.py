@@ -31,7 +31,8 @@ import httpx
 import pytest
 import yaml
 
-from devstack import INSTANCE_YAML, crm_server, webhook_receiver
+from devstack import INSTANCE_YAML, webhook_receiver
+from devstack import crm as crm_server
 from devstack.dagster_dev import dagster_dev, launch_assets, pool_claims, run_status, run_worker_pid
 from devstack.serve import ServerThread, stop_group
 from pipeline.automation.alerts import failed_steps

@@ -6,7 +6,8 @@ import dagster as dg
 import duckdb
 import httpx
 
-from devstack import crm_server, webhook_receiver
+from devstack import crm as crm_server
+from devstack import webhook_receiver
 from devstack.serve import ServerThread
 from pipeline.activation.assets import build_sync_asset
 from pipeline.activation.outbox import REJECTED, pending

@@ -4,7 +4,7 @@ but answered with 500. Retries with the same Idempotency-Key must leave exactly 
 import dagster as dg
 import httpx
 
-from devstack import crm_server
+from devstack import crm as crm_server
 from devstack.serve import ServerThread
 from pipeline.activation.assets import build_sync_asset
 from pipeline.activation.syncs import ResolvedSync, load_syncs

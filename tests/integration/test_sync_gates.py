@@ -6,7 +6,7 @@ import duckdb
 import httpx
 import pytest
 
-from devstack import crm_server
+from devstack import crm as crm_server
 from devstack.serve import ServerThread
 from pipeline.activation.assets import build_sync_asset
 from pipeline.activation.syncs import ResolvedSync, load_syncs

@@ -13,7 +13,8 @@ import duckdb
 import httpx
 from dagster._core.instance.ref import InstanceRef
 
-from devstack import INSTANCE_YAML, crm_server
+from devstack import INSTANCE_YAML
+from devstack import crm as crm_server
 from devstack.demo_data import generate
 from devstack.serve import ServerThread
 from pipeline.core.settings import REPO_ROOT, WAREHOUSE_POOL
