@@ -47,7 +47,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict, Unpack
 
 import duckdb
 
@@ -116,6 +116,14 @@ class Destination(Protocol):
     def deliver(self, batch: Batch) -> Delivery:
         """Send one batch; raise when the destination did not acknowledge it (it stays pending)."""
         ...
+
+
+class PlanOptions(TypedDict, total=False):
+    """How a plan is made (see `plan`)."""
+
+    full_resync: bool
+    approve: Callable[[DiffCounts, int], None] | None
+    dry_run: bool
 
 
 def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
@@ -462,21 +470,17 @@ def prepare(
     relation: str,
     plan_id: str,
     destination: Destination,
-    *,
-    full_resync: bool = False,
-    approve: Callable[[DiffCounts, int], None] | None = None,
-    dry_run: bool = False,
+    **options: Unpack[PlanOptions],
 ) -> tuple[DiffCounts, list[dict]]:
     """The plan step (holds the warehouse): apply the acknowledgements an earlier send journaled, diff and write
     the outbox (leaving out records still in flight), and hand the pending batches to the sender's journal.
 
     A dry run only diffs: it applies, writes and hands over nothing.
     """
+    dry_run = options.get("dry_run", False)
     if not dry_run:
         apply_acknowledged(conn, journal, spec.name)
-    counts, sample = plan(
-        conn, spec, relation, plan_id, destination, full_resync=full_resync, approve=approve, dry_run=dry_run
-    )
+    counts, sample = plan(conn, spec, relation, plan_id, destination, **options)
     if not dry_run:
         hand_over(conn, journal, spec.name)
     return counts, sample
@@ -489,17 +493,12 @@ def run_sync(
     relation: str,
     plan_id: str,
     destination: Destination,
-    *,
-    full_resync: bool = False,
-    approve: Callable[[DiffCounts, int], None] | None = None,
-    dry_run: bool = False,
+    **options: Unpack[PlanOptions],
 ) -> SyncOutcome:
     """The three steps in one process, one after another: plan, send, acknowledge (what the asset runs as three
     steps). A dry run sends nothing at all, not even what an earlier run left pending."""
-    counts, sample = prepare(
-        conn, journal, spec, relation, plan_id, destination, full_resync=full_resync, approve=approve, dry_run=dry_run
-    )
-    if dry_run:
+    counts, sample = prepare(conn, journal, spec, relation, plan_id, destination, **options)
+    if options.get("dry_run", False):
         return SyncOutcome(counts=counts, resent=[], sent=[], sample=sample)
     try:
         send_pending(journal, destination.deliver, concurrency=destination.concurrency, name=spec.name)
