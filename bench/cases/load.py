@@ -59,7 +59,8 @@ job = defs.resolve_implicit_global_asset_job_def()
 resolved = time.perf_counter()
 snap = RepositorySnap.from_def(repo)
 snapped = time.perf_counter()
-dbt_ops = [a for a in repo.assets_defs_by_key.values() if a.is_executable and a.op.name.startswith(("dbt_", "stock"))]
+executable = [a for a in repo.assets_defs_by_key.values() if a.is_executable]
+dbt_ops = [a for a in executable if a.node_def.name.startswith(("dbt_", "stock"))]
 dbt_keys = sorted({k.to_user_string() for a in dbt_ops for k in a.keys})
 dbt_checks = sorted({c.to_user_string() for a in dbt_ops for c in a.check_keys})
 print(json.dumps({

@@ -76,7 +76,7 @@ DBT_KEYS = r"""
 import json, os, sys
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 repo = ReconstructableRepository.for_module(sys.argv[1], "defs", working_directory=os.getcwd()).get_definition()
-ops = [a for a in repo.assets_defs_by_key.values() if a.is_executable and a.op.name.startswith(sys.argv[2])]
+ops = [a for a in repo.assets_defs_by_key.values() if a.is_executable and a.node_def.name.startswith(sys.argv[2])]
 print(json.dumps(sorted({k.to_user_string() for a in ops for k in a.keys})))
 """
 

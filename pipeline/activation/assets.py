@@ -1,23 +1,18 @@
 """Activation assets: one per declared sync, its destination object, and a Slack run summary."""
 
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
 import dagster as dg
-import httpx
 
 from ..automation.conditions import on_upstream_change
 from ..automation.retries import TRANSIENT_RETRY
 from ..core.external import destination_spec
-from ..core.resources import CrmResource, HttpDestinationResource, SlackResource, WarehouseResource, WebhookResource
+from ..core.resources import HttpDestinationResource, SlackResource
 from ..core.settings import WAREHOUSE_POOL, Settings
-from ..core.transport import RetryingSender
-from .destinations import CrmDestination, WebhookDestination
-from .gates import INPUT_ACTION, blast_radius_refusal, describe, gather, input_refusals
-from .outbox import REJECTED, Destination, DiffCounts, SyncOutcome, run_sync
-from .syncs import ResolvedSync, SyncSpec, load_syncs, relation_problem, resolve_syncs
+from .gates import gather
+from .steps import Planned, Sent, SyncConfig, acknowledge_sync, plan_sync, send_pool, send_sync
+from .syncs import ResolvedSync, SyncSpec, load_syncs, resolve_syncs
 
 ACTIVATION_GROUP = "activation"
 #: destination -> the resource that reaches it
@@ -30,86 +25,62 @@ def destination_key(spec: SyncSpec) -> dg.AssetKey:
     return dg.AssetKey(["webhook", spec.destination_path.strip("/").replace("/", "__") or spec.name])
 
 
-class SyncConfig(dg.Config):
-    """Run config of a sync asset."""
-
-    full_resync: bool = False  # send every record again, whatever the state says (no blast-radius limit)
-    dry_run: bool = False  # compute the diff, record counts and a sample in metadata, send nothing
-    force: bool = False  # send despite failed upstream checks, stale input or the blast-radius limit
-
-
-@contextmanager
-def open_destination(
-    spec: SyncSpec, resource: HttpDestinationResource, sender: RetryingSender
-) -> Iterator[Destination]:
-    """The sync's destination over one pooled client, closed when the sync is done."""
-    with resource.client() as client:
-        if isinstance(resource, CrmResource):
-            yield CrmDestination(
-                client, sender, spec, resource.id_property, resource.batch_size, resource.max_concurrency
-            )
-        elif isinstance(resource, WebhookResource):
-            yield WebhookDestination(
-                client,
-                sender,
-                spec,
-                spec.destination_path,
-                resource.secrets(),
-                resource.batch_size,
-                resource.max_concurrency,
-            )
-        else:
-            raise TypeError(f"no destination for resource {type(resource).__name__}")
-
-
-def sync_metadata(outcome: SyncOutcome, duration: float, retries: int) -> dict[str, Any]:
-    """Planned / sent / skipped / failed counts, batches and speed, for the UI to plot."""
-    counts, deliveries = outcome.counts, outcome.deliveries
-    sent = sum(d.accepted for d in deliveries)
-    return {
-        "planned": counts.planned,
-        "adds": counts.adds,
-        "changes": counts.changes,
-        "deletes": counts.deletes,
-        "unchanged": counts.unchanged,
-        "sent": sent,
-        "created": sum(d.created for d in deliveries),
-        "updated": sum(d.updated for d in deliveries),
-        "deleted": sum(d.deleted for d in deliveries),
-        "failed": sum(len(d.rejected) for d in deliveries),
-        "skipped": counts.skipped,
-        "batches": len(deliveries),
-        "resent_batches": len(outcome.resent),
-        "retries": retries,
-        "duration_seconds": round(duration, 3),
-        "records_per_second": round(sent / duration, 1) if duration else 0.0,
-    }
-
-
-def permanent(status_code: int) -> bool:
-    """A client error other than 429: retrying the same request cannot succeed."""
-    return 400 <= status_code < 500 and status_code != 429
-
-
 def build_sync_asset(sync: ResolvedSync, depth: int = 1) -> dg.AssetsDefinition:
-    """`depth`: levels from the raw tables down to this sync (for its automation condition)."""
+    """The sync as one asset of three steps (see `outbox`): plan and acknowledge in the `warehouse` pool, send in
+    the sync's own pool, so no raw load or dbt build waits while the sync talks HTTP. `depth`: levels from the raw
+    tables down to this sync (for its automation condition). Run config (`SyncConfig`) is the asset's, as for any
+    asset: `ops: {<sync>: {config: {dry_run: true}}}`."""
     spec = sync.spec
     resource_key = DESTINATION_RESOURCES[spec.destination]
 
-    @dg.asset(
+    # Op definitions are named after the sync (one code location holds several syncs); in the graph they are
+    # plan / send / acknowledge, so the steps read `<sync>.plan` and so on.
+    @dg.op(
+        name=f"{spec.name}__plan",
+        ins={"model": dg.In(dg.Nothing)},
+        pool=WAREHOUSE_POOL,  # reads the model, writes the outbox
+        required_resource_keys={"warehouse", resource_key},
+        retry_policy=TRANSIENT_RETRY,
+    )
+    def plan(context: dg.OpExecutionContext, config: SyncConfig) -> Planned:
+        facts = gather(context.instance, sync.model_key, sync.upstream, sync.checks)
+        resource: HttpDestinationResource = getattr(context.resources, resource_key)
+        return plan_sync(sync, context.resources.warehouse, resource, context.run_id, facts, config, context.log)
+
+    @dg.op(
+        name=f"{spec.name}__send",
+        pool=send_pool(spec.name),  # HTTP only: never the warehouse's slot
+        required_resource_keys={resource_key},
+        retry_policy=TRANSIENT_RETRY,
+    )
+    def send(context: dg.OpExecutionContext, planned: Planned) -> Sent:
+        return send_sync(planned, spec, getattr(context.resources, resource_key))
+
+    @dg.op(
+        name=f"{spec.name}__acknowledge",
+        out=dg.Out(dg.Nothing),
+        pool=WAREHOUSE_POOL,  # writes the state
+        required_resource_keys={"warehouse", resource_key},
+        retry_policy=TRANSIENT_RETRY,
+    )
+    def acknowledge(context: dg.OpExecutionContext, planned: Planned, sent: Sent) -> None:
+        resource: HttpDestinationResource = getattr(context.resources, resource_key)
+        warehouse = context.resources.warehouse
+        context.add_output_metadata(acknowledge_sync(planned, sent, spec, warehouse, resource.base_url, context.log))
+
+    @dg.graph_asset(
         name=spec.name,
         description=f"{spec.description}\n\nReads `{spec.model}`, {spec.mode}s into `{spec.destination}`; sends only "
         "what changed since the last acknowledged send (state, outbox and rejected records in the warehouse's "
-        "`activation` schema).",
+        "`activation` schema). Steps: plan (warehouse), send (HTTP, no warehouse), acknowledge (warehouse).",
+        ins={"model": dg.AssetIn(key=sync.model_key, dagster_type=dg.Nothing)},
+        config=dg.ConfigMapping(
+            config_schema=SyncConfig.to_config_schema(), config_fn=lambda config: {"plan": {"config": config}}
+        ),
         group_name=ACTIVATION_GROUP,
         owners=[spec.owner] if spec.owner else None,
         kinds={"python", "http"},
-        deps=[sync.model_key],
-        # Reads the model and writes the sync's state and outbox: a warehouse writer.
-        pool=WAREHOUSE_POOL,
-        required_resource_keys={"warehouse", resource_key},
         automation_condition=on_upstream_change(depth),
-        retry_policy=TRANSIENT_RETRY,
         metadata={
             "model": spec.model,
             "destination": spec.destination,
@@ -117,99 +88,9 @@ def build_sync_asset(sync: ResolvedSync, depth: int = 1) -> dg.AssetsDefinition:
             "fields": dg.MetadataValue.json(spec.fields),
         },
     )
-    def _sync(context: dg.AssetExecutionContext, config: SyncConfig) -> dg.MaterializeResult:
-        warehouse: WarehouseResource = context.resources.warehouse
-        started = time.monotonic()
-        resource: HttpDestinationResource = getattr(context.resources, resource_key)
-        sender = RetryingSender(policy=resource.retry_policy())
-        reasons = input_refusals(gather(context.instance, sync.model_key, sync.upstream, sync.checks), spec.model)
-        if reasons and not config.force:
-            raise dg.Failure(
-                describe(reasons, INPUT_ACTION),
-                metadata={"refusals": dg.MetadataValue.json(reasons)},
-                allow_retries=False,
-            )
-        for reason in reasons:
-            context.log.warning(f"Forced past: {reason}")
-
-        def approve(counts: DiffCounts, state_rows: int) -> None:
-            # A full resync changes everything by design: asking for it is the confirmation.
-            exempt = config.force or config.full_resync
-            refusal = None if exempt else blast_radius_refusal(counts, state_rows, spec.max_change_share)
-            if refusal:
-                raise dg.Failure(
-                    describe([refusal]),
-                    metadata={"planned": counts.planned, "state_rows": state_rows},
-                    allow_retries=False,
-                )
-
-        with warehouse.connect() as conn, open_destination(spec, resource, sender) as destination:
-            unreadable = relation_problem(conn, sync, warehouse.path)
-            if unreadable:
-                raise dg.Failure(unreadable, allow_retries=False)
-            try:
-                outcome = run_sync(
-                    conn,
-                    spec,
-                    sync.relation,
-                    context.run_id,
-                    destination,
-                    full_resync=config.full_resync,
-                    approve=approve,
-                    dry_run=config.dry_run,
-                )
-            except httpx.HTTPStatusError as exc:
-                if not permanent(exc.response.status_code):
-                    raise  # 5xx after the transport's own retries: the step's retry policy tries again later
-                # 4xx (not 429): bad credentials, a wrong URL, a refused signature: waiting will not help.
-                raise dg.Failure(
-                    f"{spec.destination} refused the sync: {exc}. The batch stays pending in the outbox and is sent"
-                    " first by the next run.",
-                    allow_retries=False,
-                ) from exc
-            rejected = conn.execute(
-                f"SELECT record_key, error FROM {REJECTED} WHERE sync_name = ? AND plan_id = ? ORDER BY record_key"
-                " LIMIT 20",
-                [spec.name, context.run_id],
-            ).fetchall()
-        counts = outcome.counts
-        if config.dry_run:
-            context.log.info(
-                f"Dry run: would send {counts.planned} records ({counts.adds} new, {counts.changes} changed,"
-                f" {counts.deletes} gone{'' if spec.mode == 'mirror' else ', not deleted in upsert mode'})"
-            )
-            return dg.MaterializeResult(
-                metadata={
-                    "dry_run": True,
-                    "planned": counts.planned,
-                    "adds": counts.adds,
-                    "changes": counts.changes,
-                    "deletes": counts.deletes,
-                    "unchanged": counts.unchanged,
-                    "skipped": counts.skipped,
-                    "sent": 0,
-                    "sample": dg.MetadataValue.json(outcome.sample),
-                }
-            )
-        metadata = sync_metadata(outcome, time.monotonic() - started, sender.retries)
-        context.log.info(
-            f"{spec.destination}: {counts.adds} new, {counts.changes} changed, {counts.deletes} gone,"
-            f" {counts.unchanged} unchanged; sent {metadata['sent']} records in {metadata['batches']} batches"
-            + (f" ({len(outcome.resent)} left pending by an earlier run)" if outcome.resent else "")
-        )
-        if metadata["failed"]:
-            context.log.warning(
-                f"{metadata['failed']} records refused by {spec.destination} (kept in {REJECTED}, retried when they"
-                f" change): " + "; ".join(f"{key}: {error}" for key, error in rejected[:5])
-            )
-        return dg.MaterializeResult(
-            metadata={
-                **metadata,
-                "rejected_sample": dg.MetadataValue.json([{"key": k, "error": e} for k, e in rejected]),
-                "rejected_table": REJECTED,
-                "destination_url": dg.MetadataValue.url(f"{resource.base_url}"),
-            }
-        )
+    def _sync(model):
+        planned = plan.alias("plan")(model)
+        return acknowledge.alias("acknowledge")(planned, send.alias("send")(planned))
 
     return _sync
 

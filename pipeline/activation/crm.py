@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import orjson
 
+from ..core import transport
 from ..core.transport import Delivery, RetryingSender
 
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
@@ -62,13 +63,9 @@ def rejected_inputs(response: httpx.Response) -> dict[int, str]:
 
 
 def raise_for_error(response: httpx.Response, what: str) -> None:
-    """A final non-2xx answer raises with the destination's message (never the token)."""
-    if response.is_error:
-        raise httpx.HTTPStatusError(
-            f"CRM answered {response.status_code} to {what}: {response.text[:500]}",
-            request=response.request,
-            response=response,
-        )
+    """A final non-2xx answer raises (transient or terminal, see `core.transport`) with the destination's message
+    (never the token)."""
+    transport.raise_for_error(response, f"CRM answered {response.status_code} to {what}: {response.text[:500]}")
 
 
 def upsert(client: httpx.Client, body: str, idempotency_key: str, sender: RetryingSender | None = None) -> Delivery:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from ..core.sql import quote_literal
-from ..core.transport import Delivery, RetryingSender
+from ..core.transport import Delivery, RetryingSender, raise_for_error
 from . import crm, shape
 from .outbox import Batch
 from .signing import json_body, sign
@@ -99,12 +99,10 @@ class WebhookDestination:
             return self.client.post(self.path, content=body, headers=headers)
 
         response = self.sender.send(post)
-        if response.is_error:
-            raise httpx.HTTPStatusError(
-                f"webhook {self.path} answered {response.status_code} to a batch of {len(batch.record_keys)}:"
-                f" {response.text[:300]}",
-                request=response.request,
-                response=response,
-            )
+        raise_for_error(
+            response,
+            f"webhook {self.path} answered {response.status_code} to a batch of {len(batch.record_keys)}:"
+            f" {response.text[:300]}",
+        )
         count = len(batch.record_keys)
         return Delivery(accepted=count, deleted=count if batch.op == "delete" else 0)

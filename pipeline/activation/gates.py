@@ -82,7 +82,7 @@ def input_refusals(facts: UpstreamFacts, model: str) -> list[str]:
 
 def blast_radius_refusal(counts: DiffCounts, state_rows: int, max_share: float) -> str | None:
     """Too much would change at once (a broken join, a truncated table). A first sync (empty state) is exempt."""
-    total = max(state_rows, counts.adds + counts.changes + counts.unchanged)
+    total = max(state_rows, counts.adds + counts.changes + counts.unchanged + counts.in_flight)
     if state_rows == 0 or total == 0:
         return None
     share = counts.planned / total

@@ -6,11 +6,33 @@
     activation.sync_rejected  records the destination refused for good (e.g. an invalid email), with the reason;
                               skipped until their mapped fields change, then tried again
 
-A run first finishes any batch an earlier run planned but did not see acknowledged (same idempotency key, so
-a destination that honours it applies it once), then diffs the model against the state in SQL and writes the
-new batches to the outbox *before* sending anything. A batch is marked sent, and the state of its records
-updated, in one transaction after its 2xx (acknowledged batches are marked in groups). Whatever the process dies
-of, the next run sends only what is left. Batches go out `destination.concurrency` at a time.
+A sync runs as three steps, so that it holds the warehouse (pool `warehouse`, one slot: DuckDB allows one writer
+process) only while it reads or writes it, never while it talks HTTP — one batch can wait minutes on a 429's
+Retry-After or a failing CRM, and every raw load and dbt build would wait with it:
+
+    plan         (pool `warehouse`)  apply the acknowledgements an earlier send journaled (`mark_sent`); diff the
+                                     model against the state in SQL and write the new batches to the outbox; hand
+                                     every pending batch to the sync's journal (`journal.py`, SQLite beside the
+                                     warehouse). Records in a batch still in flight are left out of the diff
+                                     (counted `in_flight`): no record is ever in two unacknowledged batches.
+    send         (pool `sync_<name>`) send the journal's unacknowledged batches, oldest plan first,
+                                     `destination.concurrency` at a time, and journal each acknowledgement
+                                     durably as it arrives. No warehouse: another run may be writing it.
+    acknowledge  (pool `warehouse`)  mark the journaled batches sent and update state and refused records in one
+                                     transaction, then let the journal forget them.
+
+Why a journal rather than moving state and outbox out of the warehouse: the diff is one SQL join of the model
+against the state, and the plan writes the batch bodies in the statement that shapes them; both need the state
+and outbox in the warehouse. The sender needs only the bodies and a place to note acknowledgements, which a
+small SQLite file per sync gives it without the warehouse lock, and no migration of existing tables is needed.
+
+Exactly once: every batch has an idempotency key, so a destination that honours it applies a resent batch
+once. A send killed at any point leaves its acknowledgements in the journal (applied by the next plan) and the
+rest unacknowledged (sent by the next send); applying an acknowledgement twice changes nothing (`mark_sent`
+skips batches no longer pending). A second run's plan while a first run's send is in flight applies what that
+send journaled so far, leaves the records of the batches still in flight alone, and its own send (queued behind
+the first in the sync's pool) skips whatever the journal shows acknowledged. `run_sync` runs the three steps in
+one process (tests, benchmarks).
 
 Upsert mode sends adds and changes; mirror mode also sends deletes (records gone from the model).
 """
@@ -25,7 +47,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict, Unpack
 
 import duckdb
 
@@ -34,6 +56,9 @@ from ..core.transport import Delivery
 from . import shape
 from .crm import batched
 from .syncs import SyncSpec
+
+if TYPE_CHECKING:
+    from .journal import Journal
 
 STATE = "activation.sync_state"
 OUTBOX = "activation.sync_outbox"
@@ -47,6 +72,7 @@ class DiffCounts:
     deletes: int
     unchanged: int
     skipped: int = 0  # refused by the destination earlier and unchanged since: not sent again
+    in_flight: int = 0  # in a batch an earlier plan made and no send has seen acknowledged yet: not planned again
 
     @property
     def planned(self) -> int:
@@ -92,6 +118,14 @@ class Destination(Protocol):
         ...
 
 
+class PlanOptions(TypedDict, total=False):
+    """How a plan is made (see `plan`)."""
+
+    full_resync: bool
+    approve: Callable[[DiffCounts, int], None] | None
+    dry_run: bool
+
+
 def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("CREATE SCHEMA IF NOT EXISTS activation")
     conn.execute(
@@ -115,6 +149,7 @@ def diff_sql(spec: SyncSpec, relation: str, full_resync: bool) -> str:
     The hash covers exactly the mapped fields (as text, NULL kept distinct from ''), so a change to an unmapped
     column sends nothing. A record the destination rejected is 'skipped' while its hash is the one rejected.
     A full resync ignores the hashes: every record of the model is sent again, rejected ones included.
+    A record in a pending (unacknowledged) batch is 'in_flight', whatever the mode: it is not planned again.
     """
     fields = ", ".join(f"coalesce(CAST({quote_ident(c)} AS VARCHAR), '\\x00')" for c in spec.fields)
     changed = "TRUE" if full_resync else "src.record_hash IS DISTINCT FROM state.record_hash"
@@ -126,9 +161,14 @@ def diff_sql(spec: SyncSpec, relation: str, full_resync: bool) -> str:
             FROM {relation}
         ),
         state AS (SELECT record_key, record_hash FROM {STATE} WHERE sync_name = $sync),
-        rejected AS (SELECT record_key, record_hash FROM {REJECTED} WHERE sync_name = $sync)
+        rejected AS (SELECT record_key, record_hash FROM {REJECTED} WHERE sync_name = $sync),
+        in_flight AS (
+            SELECT DISTINCT unnest(record_keys) AS record_key FROM {OUTBOX}
+            WHERE sync_name = $sync AND status = 'pending'
+        )
         SELECT coalesce(src.record_key, state.record_key) AS record_key,
-               CASE WHEN src.record_key IS NULL THEN 'delete'
+               CASE WHEN in_flight.record_key IS NOT NULL THEN 'in_flight'
+                    WHEN src.record_key IS NULL THEN 'delete'
                     WHEN {skipped} THEN 'skipped'
                     WHEN state.record_key IS NULL THEN 'add'
                     WHEN {changed} THEN 'change'
@@ -136,6 +176,7 @@ def diff_sql(spec: SyncSpec, relation: str, full_resync: bool) -> str:
                src.record_hash
         FROM src FULL OUTER JOIN state ON src.record_key = state.record_key
         LEFT JOIN rejected ON rejected.record_key = src.record_key
+        LEFT JOIN in_flight ON in_flight.record_key = coalesce(src.record_key, state.record_key)
     """
 
 
@@ -170,13 +211,14 @@ def plan(
             deletes=by_op.get("delete", 0),
             unchanged=by_op.get("unchanged", 0),
             skipped=by_op.get("skipped", 0),
+            in_flight=by_op.get("in_flight", 0),
         )
         if approve is not None:
             state_rows = conn.execute(f"SELECT count(*) FROM {STATE} WHERE sync_name = ?", [spec.name]).fetchone()[0]
             approve(counts, state_rows)
         if dry_run:
             sample = conn.execute(
-                "SELECT record_key, op FROM sync_diff WHERE op NOT IN ('unchanged', 'skipped')"
+                "SELECT record_key, op FROM sync_diff WHERE op NOT IN ('unchanged', 'skipped', 'in_flight')"
                 " ORDER BY op, record_key LIMIT 20"
             ).fetchall()
             conn.execute("ROLLBACK")
@@ -243,7 +285,7 @@ def idempotency_key(sync: str, plan_id: str, batch_no: int) -> str:
 
 
 def pending(conn: duckdb.DuckDBPyConnection, sync: str) -> list[Batch]:
-    """Batches planned but not acknowledged, oldest plan first: what a run must send before planning anew."""
+    """Batches planned but not acknowledged, oldest plan first: what the plan step hands to the sender."""
     ensure_tables(conn)
     rows = conn.execute(
         f"SELECT plan_id, batch_no, idempotency_key, op, record_keys, record_hashes, payload FROM {OUTBOX}"
@@ -255,34 +297,48 @@ def pending(conn: duckdb.DuckDBPyConnection, sync: str) -> list[Batch]:
 
 def mark_sent(
     conn: duckdb.DuckDBPyConnection, sync: str, acknowledged: Sequence[tuple[Batch, Delivery | None]]
-) -> None:
+) -> list[tuple[Batch, Delivery | None]]:
     """After their 2xx, in one transaction: the batches are sent; the state of their accepted records is what was
     sent (or gone, for a delete); records the destination refused are kept with the reason until their data
-    changes. The batches must belong to one plan (keys are then unique across them).
+    changes. Returns the batches this call marked.
 
-    The records' keys and hashes are read from the batches' outbox rows inside DuckDB (one group is up to
-    `MARK_EVERY` batches, 25,000 records): only the batches' keys and the few refused records cross from Python,
-    so marking barely holds the GIL the sending threads need.
+    Idempotent: batches the outbox no longer holds as pending (marked by an earlier call that died before the
+    journal forgot them) are left out, so applying one acknowledgement twice changes nothing. The pending batches
+    of a sync never share a record (a plan leaves out records in flight), so keys are unique across them.
+
+    The records' keys and hashes are read from the batches' outbox rows inside DuckDB: only the batches' keys and
+    the few refused records cross from Python.
     """
     if not acknowledged:
-        return
+        return []
     now = datetime.now(UTC).replace(tzinfo=None)
-    refused = [
-        [sync, batch.record_keys[i], batch.record_hashes[i], error, batch.plan_id, now]
-        for batch, delivery in acknowledged
-        for i, error in (delivery.rejected if delivery else {}).items()
-    ]
     keys = [batch.idempotency_key for batch, _ in acknowledged]
     conn.execute("BEGIN TRANSACTION")
     try:
+        still = {
+            k
+            for (k,) in conn.execute(
+                f"SELECT idempotency_key FROM {OUTBOX} WHERE sync_name = ? AND status = 'pending'"
+                " AND idempotency_key IN (SELECT unnest(?))",
+                [sync, keys],
+            ).fetchall()
+        }
+        marked = [(batch, delivery) for batch, delivery in acknowledged if batch.idempotency_key in still]
+        keys = [batch.idempotency_key for batch, _ in marked]
+        refused = [
+            [sync, batch.record_keys[i], batch.record_hashes[i], error, batch.plan_id, now]
+            for batch, delivery in marked
+            for i, error in (delivery.rejected if delivery else {}).items()
+        ]
         conn.execute(
             "CREATE OR REPLACE TEMP TABLE sync_marked AS SELECT op, unnest(record_keys) AS record_key,"
             f" unnest(record_hashes) AS record_hash FROM {OUTBOX}"
             " WHERE sync_name = ? AND idempotency_key IN (SELECT unnest(?))",
             [sync, keys],
         )
+        # Bodies of acknowledged batches are not needed any more: keys, status and times stay as the audit trail.
         conn.execute(
-            f"UPDATE {OUTBOX} SET status = 'sent', sent_at = ?, attempts = attempts + 1"
+            f"UPDATE {OUTBOX} SET status = 'sent', sent_at = ?, attempts = attempts + 1, payload = NULL"
             " WHERE sync_name = ? AND idempotency_key IN (SELECT unnest(?))",
             [now, sync, keys],
         )
@@ -304,46 +360,59 @@ def mark_sent(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    return marked
 
 
-#: Acknowledged batches are marked in groups of this many (one transaction each): a crash before a group is marked
-#: only means those batches are resent with their idempotency keys and replayed, never applied twice.
-MARK_EVERY = 250
+def hand_over(conn: duckdb.DuckDBPyConnection, journal: Journal, sync: str) -> int:
+    """Give the sender every batch the outbox holds as pending (the new plan's, and any an earlier plan left that
+    the journal lacks, e.g. after a crash between the plan's commit and its hand-over). Returns how many were new."""
+    return journal.hand_over(pending(conn, sync))
+
+
+def apply_acknowledged(
+    conn: duckdb.DuckDBPyConnection, journal: Journal, sync: str
+) -> list[tuple[Batch, Delivery | None]]:
+    """Mark what the journal holds as acknowledged in the warehouse (one transaction), then let the journal forget
+    it. A crash in between only means the next call finds them marked already (see `mark_sent`)."""
+    acknowledged = journal.acknowledged()
+    mark_sent(conn, sync, acknowledged)
+    journal.forget([batch.idempotency_key for batch, _ in acknowledged])
+    return acknowledged
 
 
 def send_pending(
-    conn: duckdb.DuckDBPyConnection,
-    sync: str,
+    journal: Journal,
     deliver: Callable[[Batch], Delivery],
     batches: Iterable[Batch] | None = None,
     concurrency: int = 1,
-) -> list[Delivery]:
-    """Deliver the pending batches, plan by plan (oldest first), at most `concurrency` in flight.
+    name: str = "sync",
+) -> list[tuple[Batch, Delivery]]:
+    """Deliver the journal's unacknowledged batches, plan by plan (oldest first), at most `concurrency` in flight,
+    journaling each acknowledgement as it arrives. Touches no warehouse.
 
-    Plans go one after another, so a record planned twice (an earlier run's leftover, then this run) can never
-    overtake itself. On the first failure no new batch is started; those in flight finish and are marked if
-    acknowledged, then the error is raised: every batch not marked stays pending for the next run.
+    Plans go one after another, so a record planned twice (an earlier plan's, then a later one's) can never
+    overtake itself. On the first failure no new batch is started; those in flight finish and are journaled if
+    acknowledged, then the error is raised: every batch not journaled is sent by the next send.
     """
-    todo = pending(conn, sync) if batches is None else list(batches)
-    done: list[Delivery] = []
+    todo = journal.unacknowledged() if batches is None else list(batches)
+    done: list[tuple[Batch, Delivery]] = []
     for _, plan_batches in itertools.groupby(todo, key=lambda b: b.plan_id):
-        done += _send_plan(conn, sync, deliver, list(plan_batches), max(1, concurrency))
+        done += _send_plan(journal, deliver, list(plan_batches), max(1, concurrency), name)
     return done
 
 
 def _send_plan(
-    conn: duckdb.DuckDBPyConnection,
-    sync: str,
+    journal: Journal,
     deliver: Callable[[Batch], Delivery],
     batches: Iterable[Batch],
     concurrency: int,
-) -> list[Delivery]:
+    name: str,
+) -> list[tuple[Batch, Delivery]]:
     todo = iter(batches)
-    done: list[Delivery] = []
-    unmarked: list[tuple[Batch, Delivery]] = []
+    done: list[tuple[Batch, Delivery]] = []
     failure: BaseException | None = None
     in_flight: dict[Future[Delivery], Batch] = {}
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"sync-{sync}") as pool:
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"sync-{name}") as pool:
 
         def refill() -> None:
             while failure is None and len(in_flight) < concurrency:
@@ -352,31 +421,20 @@ def _send_plan(
                     return
                 in_flight[pool.submit(deliver, batch)] = batch
 
-        try:
+        refill()
+        while in_flight:
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            acknowledged = []
+            for future in finished:
+                batch = in_flight.pop(future)
+                try:
+                    acknowledged.append((batch, future.result()))
+                except Exception as exc:
+                    failure = failure or exc
+            # Refill first, so the next batches are on the wire while this thread commits the journal.
             refill()
-            while in_flight:
-                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    batch = in_flight.pop(future)
-                    try:
-                        delivery = future.result()
-                    except Exception as exc:
-                        failure = failure or exc
-                        continue
-                    unmarked.append((batch, delivery))
-                    done.append(delivery)
-                # Refill first, so the next batches are on the wire while this thread marks (DuckDB releases the GIL).
-                refill()
-                if len(unmarked) >= MARK_EVERY:
-                    mark_sent(conn, sync, unmarked)  # the connection is used from this thread only
-                    unmarked = []
-        finally:
-            mark_sent(conn, sync, unmarked)
-            # Bodies of acknowledged batches are not needed any more: keys, status and times stay as the audit trail.
-            conn.execute(
-                f"UPDATE {OUTBOX} SET payload = NULL WHERE sync_name = ? AND status = 'sent' AND payload IS NOT NULL",
-                [sync],
-            )
+            journal.record(acknowledged)  # the journal is used from this thread only
+            done += acknowledged
     if failure is not None:
         raise failure
     return done
@@ -385,7 +443,7 @@ def _send_plan(
 @dataclass(frozen=True)
 class SyncOutcome:
     counts: DiffCounts
-    resent: list[Delivery]  # batches an earlier run planned and this run delivered
+    resent: list[Delivery]  # batches an earlier plan left and this run delivered
     sent: list[Delivery]  # batches this run planned and delivered
     sample: list[dict]  # a dry run's sample of the changes
 
@@ -394,28 +452,65 @@ class SyncOutcome:
         return self.resent + self.sent
 
 
-def run_sync(
+def outcome(counts: DiffCounts, plan_id: str, applied: Sequence[tuple[Batch, Delivery | None]]) -> SyncOutcome:
+    """What a run did, from its plan's counts and the acknowledgements it applied."""
+    deliveries = [(batch.plan_id, delivery) for batch, delivery in applied if delivery is not None]
+    return SyncOutcome(
+        counts=counts,
+        resent=[d for p, d in deliveries if p != plan_id],
+        sent=[d for p, d in deliveries if p == plan_id],
+        sample=[],
+    )
+
+
+def prepare(
     conn: duckdb.DuckDBPyConnection,
+    journal: Journal,
     spec: SyncSpec,
     relation: str,
     plan_id: str,
     destination: Destination,
-    *,
-    full_resync: bool = False,
-    approve: Callable[[DiffCounts, int], None] | None = None,
-    dry_run: bool = False,
-) -> SyncOutcome:
-    """Finish what an earlier run left in the outbox, then diff, plan and send this run's batches.
+    **options: Unpack[PlanOptions],
+) -> tuple[DiffCounts, list[dict]]:
+    """The plan step (holds the warehouse): apply the acknowledgements an earlier send journaled, diff and write
+    the outbox (leaving out records still in flight), and hand the pending batches to the sender's journal.
 
-    A dry run sends nothing at all, not even what an earlier run left pending.
+    A dry run only diffs: it applies, writes and hands over nothing.
     """
+    dry_run = options.get("dry_run", False)
+    if not dry_run:
+        apply_acknowledged(conn, journal, spec.name)
+    counts, sample = plan(conn, spec, relation, plan_id, destination, **options)
+    if not dry_run:
+        hand_over(conn, journal, spec.name)
+    return counts, sample
 
-    def send() -> list[Delivery]:
-        return send_pending(conn, spec.name, destination.deliver, concurrency=destination.concurrency)
 
-    resent = [] if dry_run else send()
-    counts, sample = plan(
-        conn, spec, relation, plan_id, destination, full_resync=full_resync, approve=approve, dry_run=dry_run
-    )
-    sent = [] if dry_run else send()
-    return SyncOutcome(counts=counts, resent=resent, sent=sent, sample=sample)
+def run_sync(
+    conn: duckdb.DuckDBPyConnection,
+    journal: Journal,
+    spec: SyncSpec,
+    relation: str,
+    plan_id: str,
+    destination: Destination,
+    **options: Unpack[PlanOptions],
+) -> SyncOutcome:
+    """The three steps in one process, one after another: plan, send, acknowledge (what the asset runs as three
+    steps). A dry run sends nothing at all, not even what an earlier run left pending."""
+    counts, sample = prepare(conn, journal, spec, relation, plan_id, destination, **options)
+    if options.get("dry_run", False):
+        return SyncOutcome(counts=counts, resent=[], sent=[], sample=sample)
+    try:
+        send_pending(journal, destination.deliver, concurrency=destination.concurrency, name=spec.name)
+    finally:
+        applied = apply_acknowledged(conn, journal, spec.name)
+    return outcome(counts, plan_id, applied)
+
+
+def rejected_sample(conn: duckdb.DuckDBPyConnection, sync: str, plan_ids: Iterable[str], limit: int = 20) -> list:
+    """Records the destination refused in the given plans: (record_key, error), by key."""
+    return conn.execute(
+        f"SELECT record_key, error FROM {REJECTED} WHERE sync_name = ? AND plan_id IN (SELECT unnest(?))"
+        " ORDER BY record_key LIMIT ?",
+        [sync, sorted(set(plan_ids)), limit],
+    ).fetchall()

@@ -3,6 +3,12 @@
 Retried: 429 (honouring Retry-After), 5xx, timeouts and connection errors — a dropped connection included.
 Every retry of a batch carries the same Idempotency-Key, so a batch the destination applied before the
 connection died is not applied twice. Other 4xx answers are permanent and returned to the caller at once.
+
+A final error answer is raised as one of two types, so callers classify by type, not by status code:
+`TransientHTTPError` (429 / 5xx after the retries ran out: trying again later may succeed) or `TerminalHTTPError`
+(any other 4xx: bad credentials, a wrong URL, a refused signature — waiting will not help). Both are
+`httpx.HTTPStatusError`s. Timeouts and connection errors stay `httpx.TransportError`s; `is_transient` says which
+errors are worth a later retry.
 """
 
 from __future__ import annotations
@@ -15,6 +21,32 @@ from dataclasses import dataclass, field
 import httpx
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class TransientHTTPError(httpx.HTTPStatusError):
+    """A 429 or 5xx the sender's retries did not heal: the same request may succeed later."""
+
+
+class TerminalHTTPError(httpx.HTTPStatusError):
+    """A 4xx other than 429: the destination refused the request as it is; resending it cannot succeed."""
+
+
+def is_transient_status(status_code: int) -> bool:
+    return status_code == 429 or status_code >= 500
+
+
+def raise_for_error(response: httpx.Response, message: str) -> None:
+    """Raise `TransientHTTPError` or `TerminalHTTPError` with `message` when `response` is an error answer."""
+    if response.is_error:
+        error = TransientHTTPError if is_transient_status(response.status_code) else TerminalHTTPError
+        raise error(message, request=response.request, response=response)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth trying again later: a 429 / 5xx, a timeout or a dropped connection. Other errors are terminal."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return is_transient_status(exc.response.status_code)
+    return isinstance(exc, httpx.TransportError)
 
 
 @dataclass(frozen=True)

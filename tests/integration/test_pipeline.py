@@ -271,7 +271,7 @@ def test_relationships_tests_between_the_two_dbt_steps_are_evaluated_as_a_backfi
     defs = stack["defs"]
     graph = defs.resolve_asset_graph()
     dbt_steps = ("dbt_build", "dbt_incremental")
-    steps = {a.op.name: a for a in graph.assets_defs if a.is_executable and a.op.name in dbt_steps}
+    steps = {a.node_def.name: a for a in graph.assets_defs if a.is_executable and a.node_def.name in dbt_steps}
     partitioned, rest = steps["dbt_incremental"].keys, steps["dbt_build"].keys
     job = defs.resolve_implicit_global_asset_job_def()
     first, last = stack["summary"]["first_day"], stack["summary"]["last_day"]

@@ -1,11 +1,11 @@
-"""A run whose worker dies mid-step (SIGKILL, out of memory) frees the `warehouse` pool slot within a bounded time
-and ends FAILURE; the next run that needs the warehouse then starts and succeeds, and the CRM holds every record
-once.
+"""A run whose worker dies mid-step (SIGKILL, out of memory) frees its pool slot within a bounded time and ends
+FAILURE; the next run that needs the slot then goes on and succeeds, and the CRM holds every record once.
 
-Both tests kill a `crm_contacts_sync` run while it holds the slot and waits on a slow CRM (the local CRM's fault
-injection), after its first batch was acknowledged:
+Both tests kill a `crm_contacts_sync` run in its send step — which holds the sync's own pool slot
+(`sync_crm_contacts_sync`, one slot like `warehouse`; the send holds no warehouse slot) — while it waits on a slow
+CRM (the local CRM's fault injection), after its first batch was acknowledged:
 - under `dagster dev` (devstack/dagster.yaml, as `make dev` runs it): the code server that started the worker marks
-  the run failed, the daemon frees the slot, the queued next run starts; the failure alert names the step it died in;
+  the run failed, the daemon frees the slot, the next run's send goes on; the failure alert names the step it died in;
 - in a plain instance, no webserver and no code server: a `dagster asset materialize` in a terminal is killed, and
   nothing notices until a daemon runs on the instance: its run monitoring finds the worker gone
   (pipeline/run_launcher.py), fails the run and frees the slot.
@@ -35,8 +35,9 @@ from devstack import INSTANCE_YAML, webhook_receiver
 from devstack import crm as crm_server
 from devstack.dagster_dev import dagster_dev, launch_assets, pool_claims, run_status, run_worker_pid
 from devstack.serve import ServerThread, stop_group
+from pipeline.activation.steps import send_pool
 from pipeline.automation.alerts import failed_steps
-from pipeline.core.settings import REPO_ROOT, WAREHOUSE_POOL
+from pipeline.core.settings import REPO_ROOT
 from pipeline.run_launcher import run_worker_pid as recorded_worker_pid
 from tests.marts import make_dim_customers
 
@@ -44,8 +45,10 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "slot-recovery-token"
 SYNC = "crm_contacts_sync"
+SEND = f"{SYNC}.send"  # the step killed
+POOL = send_pool(SYNC)  # the pool slot it holds
 CUSTOMERS = 600  # six batches of 100, one at a time (SYNC_CONCURRENCY=1)
-SLOW_CRM = {"slow_seconds": 3.0}  # each batch waits 3 s at the CRM: the sync holds the slot for ~18 s
+SLOW_CRM = {"slow_seconds": 3.0}  # each batch waits 3 s at the CRM: the send holds its slot for ~18 s
 MONITORING = yaml.safe_load(INSTANCE_YAML.read_text())["run_monitoring"]
 #: From a run's end (FAILURE) until the daemon has freed its slot: `free_slots_after_run_end_seconds`, then the
 #: daemon's next poll. Noticing the dead worker takes one more poll when run monitoring has to (no code server).
@@ -77,8 +80,8 @@ def upserts_acknowledged(crm: httpx.Client) -> int:
 
 
 def claims(instance: dg.DagsterInstance) -> list[str]:
-    """The ids of the runs holding a `warehouse` slot."""
-    return [slot.run_id for slot in instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).claimed_slots]
+    """The ids of the runs holding a slot of the sync's send pool."""
+    return [slot.run_id for slot in instance.event_log_storage.get_concurrency_info(POOL).claimed_slots]
 
 
 def assert_every_contact_once(crm: httpx.Client, db: Path) -> None:
@@ -100,7 +103,7 @@ def test_a_killed_run_worker_frees_the_warehouse_under_dagster_dev(tmp_path):
             crm.put("/_devstack/faults", json=SLOW_CRM).raise_for_status()
             killed = launch_assets(dev.gql, [SYNC])
             wait_for("the sync's first batch acknowledged", lambda: upserts_acknowledged(crm) >= 1, RUN_START_TIMEOUT)
-            assert pool_claims(dev.gql, WAREHOUSE_POOL) == [killed]
+            assert pool_claims(dev.gql, POOL) == [killed]
             pid = run_worker_pid(dev.gql, killed)
             assert pid and os.getpgid(pid) == dev.process.pid, "the run worker is a process of this dagster dev"
 
@@ -108,16 +111,16 @@ def test_a_killed_run_worker_frees_the_warehouse_under_dagster_dev(tmp_path):
             crm.put("/_devstack/faults", json={}).raise_for_status()
             following = launch_assets(dev.gql, [SYNC])
             wait_for("the killed run marked failed", lambda: run_status(dev.gql, killed) == "FAILURE", SLACK)
-            # Failed, yet still holding the slot: what used to block the warehouse for good. The next run waits.
-            assert pool_claims(dev.gql, WAREHOUSE_POOL) == [killed]
-            assert run_status(dev.gql, following) == "QUEUED"
+            # Failed, yet still holding the slot: what used to block the sync for good. The next run waits (queued,
+            # or with its plan done, its send blocked by the pool).
+            assert pool_claims(dev.gql, POOL) == [killed]
+            assert run_status(dev.gql, following) in ("QUEUED", "STARTING", "STARTED")
 
             wait_for(
                 "the daemon freed the killed run's slot",
-                lambda: killed not in pool_claims(dev.gql, WAREHOUSE_POOL),
+                lambda: killed not in pool_claims(dev.gql, POOL),
                 FREED_AFTER_END + SLACK,
             )
-            wait_for("the following run started", lambda: run_status(dev.gql, following) != "QUEUED", SLACK)
             wait_for(
                 "the following run finished",
                 lambda: run_status(dev.gql, following) in ("SUCCESS", "FAILURE"),
@@ -131,7 +134,7 @@ def test_a_killed_run_worker_frees_the_warehouse_under_dagster_dev(tmp_path):
                 return [r["json"]["text"] for r in received if "*Run failed*" in r["json"]["text"]]
 
             [text] = wait_for("the failure alert", run_failure_alerts, 60)
-            assert killed[:8] in text and f"*Failed step*: `{SYNC}`" in text and "SIGKILL" in text, text
+            assert killed[:8] in text and f"*Failed step*: `{SEND}`" in text and "SIGKILL" in text, text
             assert_every_contact_once(crm, tmp_path / "warehouse.duckdb")
     assert "Found a dagster instance configuration value" not in log.read_text(), "dagster dev starts quietly"
 
@@ -197,7 +200,7 @@ def test_a_killed_terminal_run_is_failed_by_run_monitoring_in_a_plain_instance(t
                     FREED_AFTER_END + SLACK,
                 )
                 [failure] = failed_steps(instance, run.run_id)
-                assert failure.step == SYNC and f"its run worker (pid {first.pid}) no longer exists" in failure.error
+                assert failure.step == SEND and f"its run worker (pid {first.pid}) no longer exists" in failure.error
                 second = subprocess.run(materialize, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
                 assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
             finally:

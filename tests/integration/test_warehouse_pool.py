@@ -1,26 +1,24 @@
-"""One warehouse writer: two runs started at once through a real instance queue for the `warehouse` pool slot
-instead of failing on DuckDB's file lock."""
+"""One warehouse writer: a run whose step needs the warehouse while another holds it queues for the `warehouse`
+pool slot (real instance, devstack/dagster.yaml) instead of failing on DuckDB's file lock.
+
+(A sync no longer holds the slot while it sends: tests/integration/test_sync_off_the_warehouse.py.)"""
 
 import os
 import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import dagster as dg
 import duckdb
-import httpx
 from dagster._core.instance.ref import InstanceRef
 
 from devstack import INSTANCE_YAML
-from devstack import crm as crm_server
 from devstack.demo_data import generate
-from devstack.serve import ServerThread
 from pipeline.core.settings import REPO_ROOT, WAREHOUSE_POOL
-from tests.marts import make_dim_customers
 
-TOKEN = "t"
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 
@@ -34,62 +32,70 @@ def test_every_asset_that_opens_the_warehouse_is_in_the_warehouse_pool(module_en
         if a.is_executable and a.required_resource_keys & {"warehouse", "dbt"}
     ]
     assert len(writers) >= 8  # five raw tables, dbt, two syncs
-    assert {a.op.name: a.op.pool for a in writers} == {a.op.name: WAREHOUSE_POOL for a in writers}
+    # Each op that opens the warehouse; a sync is three ops, and only its send (HTTP, no warehouse) is elsewhere.
+    ops = {
+        op.name: op
+        for a in writers
+        for op in (
+            [n.definition for n in a.node_def.nodes] if isinstance(a.node_def, dg.GraphDefinition) else [a.node_def]
+        )
+    }
+    opening = {name: op.pool for name, op in ops.items() if op.required_resource_keys & {"warehouse", "dbt"}}
+    assert len(opening) >= 10 and set(opening.values()) == {WAREHOUSE_POOL}
+    senders = {name: op.pool for name, op in ops.items() if name.endswith("__send")}
+    assert senders == {"crm_contacts_sync__send": "sync_crm_contacts_sync"} | {
+        "segment_summary_webhook__send": "sync_segment_summary_webhook"
+    }
     assert "default_limit: 1" in INSTANCE_YAML.read_text()
 
 
-def test_two_runs_at_once_queue_for_the_warehouse_instead_of_failing(module_env, tmp_path):
+def test_a_run_queues_for_the_held_warehouse_slot_instead_of_failing(module_env, tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(INSTANCE_YAML, home / "dagster.yaml")  # pools: default_limit 1
+    module_env.setenv("DAGSTER_HOME", str(home))  # devstack/dagster.yaml keeps Dagster's folders under DAGSTER_HOME
     summary = generate(tmp_path / "landing", seed=3, days=1, customers=30, progress=False)
-    db = tmp_path / "warehouse.duckdb"  # the catalog name the dbt manifest's relations use
-    make_dim_customers(db, 600)  # the mart the contacts sync reads
-    # Six batches, one at a time, 4 s each at the CRM: the sync holds the warehouse for ~24 s while it sends,
-    # longer than the second process needs to start.
-    faults = crm_server.FaultConfig(slow_seconds=4.0)
-    with ServerThread(crm_server.create_app(tmp_path / "crm.sqlite", token=TOKEN, faults=faults)) as crm:
-        env = {
-            **os.environ,
-            "DAGSTER_HOME": str(home),
-            "DUCKDB_PATH": str(db),
-            "LANDING_URL": str(tmp_path / "landing"),
-            "CRM_URL": crm.url,
-            "CRM_TOKEN": TOKEN,
-            "SYNC_CONCURRENCY": "1",
-            "PYTHONPATH": str(REPO_ROOT),
-        }
+    db = tmp_path / "warehouse.duckdb"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DUCKDB_PATH": str(db),
+        "LANDING_URL": str(tmp_path / "landing"),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    command = [DAGSTER, "asset", "materialize", "-m", "pipeline.definitions", "--select", "raw/customers"]
+    command += ["--partition", summary["first_day"]]
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    storage = instance.event_log_storage
+    try:
+        # Another writer holds the slot, and DuckDB's file lock with it (as a step of another run would).
+        storage.initialize_concurrency_limit_to_default(WAREHOUSE_POOL)
+        holder = str(uuid.uuid4())
+        assert storage.claim_concurrency_slot(WAREHOUSE_POOL, holder, "writer").is_claimed
+        with duckdb.connect(str(db)) as writer:
+            writer.execute("CREATE TABLE held AS SELECT 1 AS one")
+            load = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
-        def materialize(*args: str) -> subprocess.Popen:
-            command = [DAGSTER, "asset", "materialize", "-m", "pipeline.definitions", *args]
-            return subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            def blocked() -> list[str]:
+                return [
+                    record.user_message
+                    for run in instance.get_runs()
+                    for record in instance.all_logs(run.run_id)
+                    if "blocked by limit for pool warehouse" in record.user_message
+                ]
 
-        sync = materialize("--select", "crm_contacts_sync")
-        stats_url = f"{crm.url}/_devstack/stats"
-        deadline = time.monotonic() + 180
-        while httpx.get(stats_url, headers={"Authorization": f"Bearer {TOKEN}"}).json()["upsert_requests"] < 1:
-            assert sync.poll() is None, sync.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the sync never reached the CRM"
-            time.sleep(0.1)
-        # The sync is mid-send and holds the warehouse: now a load of raw/customers starts.
-        load = materialize("--select", "raw/customers", "--partition", summary["first_day"])
-        load_output = load.communicate(timeout=300)[0].decode()
-        sync_output = sync.communicate(timeout=300)[0].decode()
+            deadline = time.monotonic() + 180
+            while not blocked():
+                assert load.poll() is None, load.stdout.read().decode()[-3000:]
+                assert time.monotonic() < deadline, "the load never queued for the warehouse slot"
+                time.sleep(0.2)
+            assert load.poll() is None, "the load waits while the slot is held"
+        storage.free_concurrency_slot_for_step(holder, "writer")
+        output = load.communicate(timeout=300)[0].decode()
+    finally:
+        instance.dispose()
 
-    assert sync.returncode == 0, sync_output[-3000:]
-    assert load.returncode == 0, load_output[-3000:]
-    assert "Could not set lock" not in load_output + sync_output
+    assert load.returncode == 0, output[-3000:]
+    assert "Could not set lock" not in output
     with duckdb.connect(str(db), read_only=True) as conn:
         assert conn.execute("select count(*) from raw.customers").fetchone()[0] == summary["rows"]["customers"]
-        assert conn.execute("select count(*) from activation.sync_state").fetchone()[0] == 600
-
-    module_env.setenv("DAGSTER_HOME", str(home))  # devstack/dagster.yaml keeps Dagster's folders under DAGSTER_HOME
-    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
-    runs = {r.asset_selection and next(iter(r.asset_selection)).to_user_string(): r for r in instance.get_runs()}
-    blocked = [
-        record.user_message
-        for record in instance.all_logs(runs["raw/customers"].run_id)
-        if "blocked by limit for pool warehouse" in record.user_message
-    ]
-    assert blocked, "the load waited for the sync's warehouse slot"
-    instance.dispose()
