@@ -69,3 +69,30 @@ def test_the_fast_paths_do_use_internals():
     assert "dagster._core.execution.context.data_version_cache" in internals(PIPELINE / "fastpaths/dagster_patches.py")
     assert "_SELECTION_ARGS_THRESHOLD" in internals(PIPELINE / "fastpaths/dagster_dbt.py")
     assert {"_ENV"} <= internals(PIPELINE / "transformation/dbt_launcher.py")
+
+
+def test_the_internals_behaviour_needs_are_still_there():
+    """Fails when an upgrade removes one of the internals listed in ALLOWED (they are used whatever the switch says):
+    find the replacement before the upgrade lands."""
+    import inspect
+
+    from dagster._core.execution.plan.objects import StepFailureData
+    from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+    from dagster._time import get_current_timestamp
+    from dagster._utils.schedules import get_latest_completed_cron_tick, get_next_cron_tick
+    from dagster_dbt import DbtCliInvocation
+    from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
+    from dbt.clients.yaml_helper import load_yaml_text
+    from dbt.config.profile import Profile, read_profile
+    from dbt.config.renderer import ProfileRenderer
+    from dbt_common.context import set_invocation_context
+
+    assert {"RUNNING", "NOT_FOUND"} <= set(WorkerStatus.__members__)
+    assert callable(CheckRunHealthResult) and callable(StepFailureData) and callable(get_current_timestamp)
+    assert list(inspect.signature(get_next_cron_tick).parameters) == ["cron_string", "current_time", "timezone"]
+    assert callable(get_latest_completed_cron_tick)
+    assert callable(DbtCoreCliEventMessage._get_check_properties)
+    assert callable(DbtCoreCliEventMessage._get_result_check_keys)
+    assert callable(DbtCliInvocation._stream_stdout)  # marked @public by dagster-dbt despite its name
+    assert callable(Profile.render_profile) and callable(read_profile) and callable(load_yaml_text)
+    assert callable(ProfileRenderer) and callable(set_invocation_context)
