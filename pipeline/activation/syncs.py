@@ -108,6 +108,7 @@ def load_syncs(path: Path = SYNCS_PATH) -> list[SyncSpec]:
     problems = Problems(path)
     document = problems.mapping(load_marked(path), 1, "the file")
     syncs: list[SyncSpec] = []
+    writers: list[SyncSpec] = []  # the syncs whose destination and its keys are valid: their objects are known
     if document is not None:
         problems.keys(document, FILE_KEYS, "the file")
         project = problems.text(document, "dbt_project", "the file")
@@ -115,28 +116,27 @@ def load_syncs(path: Path = SYNCS_PATH) -> list[SyncSpec]:
             problems.add(1, "the file: `dbt_project` is required: the `name` in the dbt_project.yml the syncs are for")
         declared = problems.mapping(document.get("syncs"), document.line_of("syncs", 1), "`syncs`")
         for name in declared or {}:
-            sync = _sync(problems, declared, name, project, path)
+            sync, known = _sync(problems, declared, name, project, path)
             if sync is not None:
                 syncs.append(sync)
-        _check_destinations(problems, syncs, declared)
+                if known:
+                    writers.append(sync)
+        _check_destinations(problems, writers, declared)
     problems.raise_if_any(WHAT_TO_DO)
     return syncs
 
 
-def _sync(problems: Problems, declared: MarkedDict, key: Any, project: str | None, path: Path) -> SyncSpec | None:
+def _sync(
+    problems: Problems, declared: MarkedDict, key: Any, project: str | None, path: Path
+) -> tuple[SyncSpec | None, bool]:
+    """The sync, and whether its destination and the destination's own keys are valid (its object is known)."""
     name = str(key)
     where = f"sync {name}"
     spec, line = problems.entry(declared, key, where, SYNC_NAME, sync_keys())
     if spec is None:
-        return None
+        return None, False
     at = {key: spec.line_of(key, line) for key in SYNC_KEYS}
-    destination = problems.text(spec, "destination", where, required=True, line=line)
-    kind = None
-    if destination is not None:
-        try:
-            kind = destinations.get(destination)
-        except destinations.UnknownDestinationError as exc:
-            problems.add(at["destination"], f"{where}: {exc}")
+    destination, options = _destination(problems, spec, where, line)
     mode = spec.get("mode", "upsert")
     if mode not in MODES:
         problems.add(at["mode"], f"{where}: mode {mode!r} is not one of {', '.join(MODES)}")
@@ -150,18 +150,18 @@ def _sync(problems: Problems, declared: MarkedDict, key: Any, project: str | Non
         name=name,
         description=problems.text(spec, "description", where) or "",
         model=problems.text(spec, "model", where, required=True, line=line) or "",
-        destination=destination or "",
+        destination=destination,
         primary_key=problems.text(spec, "primary_key", where, required=True, line=line) or "",
         mode=str(mode),
         fields=_fields(problems, spec, where, line),
         max_change_share=float(share) if isinstance(share, int | float) else 0.5,
-        options=_options(problems, spec, kind, where),
+        options=options or {},
         owner=problems.text(spec, "owner", where),
         dbt_project=project,
         source=path,
         model_line=at["model"],
     )
-    return sync
+    return sync, options is not None
 
 
 def sync_keys() -> tuple[str, ...]:
@@ -170,25 +170,34 @@ def sync_keys() -> tuple[str, ...]:
     return SYNC_KEYS + tuple(sorted(own - set(SYNC_KEYS)))
 
 
-def _options(
-    problems: Problems, spec: MarkedDict, kind: destinations.DestinationType | None, where: str
-) -> dict[str, Any]:
-    """The sync's destination-specific keys, each checked by its destination type; a key of another type is named
-    with the types that take it. (Unknown keys are reported by `Problems.entry`.)"""
-    options: dict[str, Any] = {}
-    for key, value in spec.items():
-        owners = [k.name for k in destinations.registered().values() if key in k.options]
-        if key in SYNC_KEYS or not owners or kind is None or value is None:
-            continue
-        if key not in kind.options:
+def _destination(problems: Problems, spec: MarkedDict, where: str, line: int) -> tuple[str, dict[str, Any] | None]:
+    """The sync's destination and that type's own keys (webhook: `path`), each checked by the type; the keys are
+    None when the destination or one of them is wrong. A key of another type is named with the types that take it
+    (unknown keys are reported by `Problems.entry`)."""
+    name = problems.text(spec, "destination", where, required=True, line=line)
+    if name is None:
+        return "", None
+    try:
+        kind = destinations.get(name)
+    except destinations.UnknownDestinationError as exc:
+        problems.add(spec.line_of("destination"), f"{where}: {exc}")
+        return name, None
+    valid = True
+    for key in spec:
+        owners = [other.name for other in destinations.registered().values() if key in other.options]
+        if owners and key not in kind.options and key not in SYNC_KEYS:
             problems.add(spec.line_of(key), f"{where}: `{key}` applies to {' and '.join(owners)} destinations only")
-            continue
-        problem = kind.options[key](value)
+    options: dict[str, Any] = {}
+    for key, check in kind.options.items():
+        value = spec.get(key)
+        problem = check(value)
         if problem:
-            problems.add(spec.line_of(key), f"{where}: {key} {value!r} {problem}")
-        else:
+            valid = False
+            shown = f"`{key}`" if value is None else f"{key} {value!r}"
+            problems.add(spec.line_of(key, line), f"{where}: {shown} {problem}")
+        elif value is not None:
             options[key] = value
-    return options
+    return name, options if valid else None
 
 
 def _fields(problems: Problems, spec: MarkedDict, where: str, line: int) -> dict[str, str]:
@@ -214,12 +223,9 @@ def _fields(problems: Problems, spec: MarkedDict, where: str, line: int) -> dict
 def _check_destinations(problems: Problems, syncs: list[SyncSpec], declared: MarkedDict | None) -> None:
     """One sync per destination object: each is one asset (its type's `asset_key`: crm/contacts, webhook/<path>)
     written by one sync."""
-    kinds = destinations.registered()
     seen: dict[dg.AssetKey, str] = {}
     for sync in syncs:
-        if sync.destination not in kinds:
-            continue  # reported at its `destination` line
-        target = kinds[sync.destination].asset_key(sync)
+        target = destinations.get(sync.destination).asset_key(sync)
         if target in seen and declared is not None:
             problems.add(
                 declared.line_of(sync.name),

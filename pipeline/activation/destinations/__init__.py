@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from ..outbox import Destination
     from ..syncs import SyncSpec
 
-#: A destination type's own sync key: its value (YAML) -> what is wrong with it, or None.
+#: A destination type's own sync key: its value in syncs.yaml (None when absent) -> what is wrong with it, or None.
+#: The message follows the key: "must start with /", "is required: ...".
 OptionCheck = Callable[[Any], str | None]
 
 

@@ -94,8 +94,8 @@ class WebhookDestination:
 
 
 def check_path(value: Any) -> str | None:
-    if isinstance(value, str) and PATH.fullmatch(value):
-        return None
+    if value is None or isinstance(value, str) and PATH.fullmatch(value):
+        return None  # absent: /<sync name>
     return "must start with / and hold only letters, digits and _ - . / ~"
 
 
