@@ -29,10 +29,9 @@ import httpx
 from devstack.serve import server_process
 from pipeline.activation import outbox, shape
 from pipeline.activation.assets import build_sync_asset
-from pipeline.activation.crm import UPSERT_PATH
-from pipeline.activation.destinations import CrmDestination
+from pipeline.activation.destinations.crm_contacts import UPSERT_PATH, CrmDestination, CrmResource
 from pipeline.activation.syncs import ResolvedSync, load_syncs
-from pipeline.core.resources import CrmResource, WarehouseResource
+from pipeline.core.resources import WarehouseResource
 
 from ..harness import Case, Row, Setup, stopwatch
 

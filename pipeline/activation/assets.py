@@ -7,22 +7,15 @@ import dagster as dg
 
 from ..automation.conditions import on_upstream_change
 from ..automation.retries import TRANSIENT_RETRY
-from ..core.external import destination_spec
-from ..core.resources import HttpDestinationResource, SlackResource
+from ..core.resources import SlackResource
 from ..core.settings import WAREHOUSE_POOL, Settings
+from . import destinations
+from .destinations import HttpDestinationResource
 from .gates import gather
 from .steps import Planned, Sent, SyncConfig, acknowledge_sync, plan_sync, send_pool, send_sync
-from .syncs import ResolvedSync, SyncSpec, load_syncs, resolve_syncs
+from .syncs import ResolvedSync, load_syncs, resolve_syncs
 
 ACTIVATION_GROUP = "activation"
-#: destination -> the resource that reaches it
-DESTINATION_RESOURCES = {"crm_contacts": "crm", "webhook": "webhook"}
-
-
-def destination_key(spec: SyncSpec) -> dg.AssetKey:
-    if spec.destination == "crm_contacts":
-        return dg.AssetKey(["crm", "contacts"])
-    return dg.AssetKey(["webhook", spec.destination_path.strip("/").replace("/", "__") or spec.name])
 
 
 def build_sync_asset(sync: ResolvedSync, depth: int = 1) -> dg.AssetsDefinition:
@@ -31,7 +24,7 @@ def build_sync_asset(sync: ResolvedSync, depth: int = 1) -> dg.AssetsDefinition:
     tables down to this sync (for its automation condition). Run config (`SyncConfig`) is the asset's, as for any
     asset: `ops: {<sync>: {config: {dry_run: true}}}`."""
     spec = sync.spec
-    resource_key = DESTINATION_RESOURCES[spec.destination]
+    resource_key = destinations.get(spec.destination).resource_key
 
     # Op definitions are named after the sync (one code location holds several syncs); in the graph they are
     # plan / send / acknowledge, so the steps read `<sync>.plan` and so on.
@@ -93,19 +86,6 @@ def build_sync_asset(sync: ResolvedSync, depth: int = 1) -> dg.AssetsDefinition:
         return acknowledge.alias("acknowledge")(planned, send.alias("send")(planned))
 
     return _sync
-
-
-def destination_specs(syncs: list[ResolvedSync], crm_url: str, webhook_url: str) -> list[dg.AssetSpec]:
-    specs = []
-    for s in syncs:
-        if s.spec.destination == "crm_contacts":
-            description = "Contacts in the CRM (HubSpot CRM v3 shape), written by the contacts sync."
-            url = f"{crm_url}/crm/v3/objects/contacts"
-        else:
-            description = f"The HTTP endpoint receiving `{s.spec.name}`'s signed batches."
-            url = f"{webhook_url}{s.spec.destination_path}"
-        specs.append(destination_spec(destination_key(s.spec), dg.AssetKey([s.spec.name]), description, url))
-    return specs
 
 
 def summary_text(results: dict[str, dict]) -> str:
@@ -178,14 +158,22 @@ class DbtGraph(Protocol):
 def activation_defs(
     settings: Settings, dbt: DbtGraph, extra_checks: dict[dg.AssetKey, list[str]] | None = None
 ) -> dg.Definitions:
+    """The sync assets, the objects they write (external assets) and the Slack summary, with every registered
+    destination type's resource (so run config and tests name them whatever syncs.yaml declares)."""
     syncs = resolve_syncs(load_syncs(), dbt.manifest, dbt.key_of, extra_checks)
-    depth = dbt.depth
+    resources = destinations.resources(settings)
     if not syncs:
-        return dg.Definitions()
+        return dg.Definitions(resources=resources)
+    depth = dbt.depth
+    objects = []
+    for sync in syncs:
+        kind = destinations.get(sync.spec.destination)
+        objects.append(kind.external_spec(sync.spec, resources[kind.resource_key]))
     return dg.Definitions(
         assets=[
             *(build_sync_asset(s, depth + 1) for s in syncs),
-            *destination_specs(syncs, settings.crm_url, settings.webhook_url),
+            *objects,
             build_slack_summary_asset(syncs, depth + 2),
-        ]
+        ],
+        resources=resources,
     )

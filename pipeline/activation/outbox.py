@@ -54,7 +54,6 @@ import duckdb
 from ..core.sql import quote_ident
 from ..core.transport import Delivery
 from . import shape
-from .crm import batched
 from .syncs import SyncSpec
 
 if TYPE_CHECKING:
@@ -226,8 +225,12 @@ def plan(
         planned_at = datetime.now(UTC).replace(tzinfo=None)
         upsert_batches = _write_upserts(conn, spec, relation, plan_id, destination, planned_at)
         if spec.mode == "mirror":
-            gone = conn.execute("SELECT record_key FROM sync_diff WHERE op = 'delete' ORDER BY 1").fetchall()
-            for batch_no, keys in enumerate(batched([r[0] for r in gone], destination.batch_size), upsert_batches):
+            gone = [
+                r[0] for r in conn.execute("SELECT record_key FROM sync_diff WHERE op = 'delete' ORDER BY 1").fetchall()
+            ]
+            size = destination.batch_size
+            chunks = (gone[start : start + size] for start in range(0, len(gone), size))
+            for batch_no, keys in enumerate(chunks, upsert_batches):
                 key = idempotency_key(spec.name, plan_id, batch_no)
                 conn.execute(
                     f"INSERT INTO {OUTBOX} VALUES (?, ?, ?, ?, 'delete', ?, ?, ?, 'pending', 0, ?, NULL)",

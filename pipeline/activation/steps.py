@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import dagster as dg
-import httpx
 
-from ..core.resources import CrmResource, HttpDestinationResource, WarehouseResource, WebhookResource
+from ..core.resources import WarehouseResource
 from ..core.transport import Delivery, RetryingSender, TerminalHTTPError
-from .destinations import CrmDestination, WebhookDestination
+from . import destinations
+from .destinations import HttpDestinationResource
 from .gates import INPUT_ACTION, UpstreamFacts, blast_radius_refusal, describe, input_refusals
 from .journal import journal_path, open_journal
 from .outbox import (
@@ -72,35 +72,14 @@ class Sent:
     seconds: float
 
 
-def make_destination(
-    spec: SyncSpec,
-    resource: HttpDestinationResource,
-    client: httpx.Client | None = None,
-    sender: RetryingSender | None = None,
-) -> Destination:
-    """The sync's destination; without a client it only shapes batches (what the plan needs)."""
-    if isinstance(resource, CrmResource):
-        return CrmDestination(client, sender, spec, resource.id_property, resource.batch_size, resource.max_concurrency)
-    if isinstance(resource, WebhookResource):
-        return WebhookDestination(
-            client,
-            sender,
-            spec,
-            spec.destination_path,
-            resource.secrets(),
-            resource.batch_size,
-            resource.max_concurrency,
-        )
-    raise TypeError(f"no destination for resource {type(resource).__name__}")
-
-
 @contextmanager
 def open_destination(
     spec: SyncSpec, resource: HttpDestinationResource, sender: RetryingSender
 ) -> Iterator[Destination]:
-    """The sync's destination over one pooled client, closed when the send is done."""
+    """The sync's destination (its type's, see `destinations`) over one pooled client, closed when the send is
+    done."""
     with resource.client() as client:
-        yield make_destination(spec, resource, client, sender)
+        yield destinations.get(spec.destination).open(spec, resource, client, sender)
 
 
 def input_failure(reasons: list[str], force: bool) -> dg.Failure | None:
@@ -162,7 +141,7 @@ def plan_sync(
             spec,
             sync.relation,
             plan_id,
-            make_destination(spec, resource),
+            destinations.get(spec.destination).open(spec, resource),  # shapes the batches, sends nothing
             full_resync=config.full_resync,
             approve=approval(spec, config),
             dry_run=config.dry_run,

@@ -22,16 +22,15 @@ import dagster as dg
 import duckdb
 
 from ..core.config_files import ConfigFileError, MarkedDict, Problems, load_marked, shown_path
+from . import destinations
 
 SYNCS_PATH = Path(__file__).with_name("syncs.yaml")
-DESTINATIONS = ("crm_contacts", "webhook")
 MODES = ("upsert", "mirror")
 FILE_KEYS = ("dbt_project", "syncs")
-SYNC_KEYS = ("description", "model", "destination", "path", "primary_key", "fields", "mode", "owner")
-SYNC_KEYS += ("max_change_share",)
+#: the keys of every sync; each destination type adds its own (see `destinations`)
+SYNC_KEYS = ("description", "model", "destination", "primary_key", "fields", "mode", "owner", "max_change_share")
 #: A sync is an asset named after it.
 SYNC_NAME = (re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), "a letter or _, then letters, digits or _ (it names an asset)")
-WEBHOOK_PATH = re.compile(r"/[A-Za-z0-9_\-./~]*")
 WHAT_TO_DO = "fix the file and reload the code location; the comments at its top describe each key"
 
 log = logging.getLogger(__name__)
@@ -48,8 +47,8 @@ class SyncSpec:
     fields: dict[str, str]
     #: Refuse to send when more than this share of the records would change at once (unless forced).
     max_change_share: float = 0.5
-    #: webhook destination: the path under WEBHOOK_URL the batches are posted to (default: /<sync name>).
-    path: str = ""
+    #: the destination type's own keys (webhook: `path`), each checked by the type
+    options: dict[str, Any] = field(default_factory=dict)
     #: who answers for the sync (an email or `team:name`); its failure alerts are routed to them
     owner: str | None = None
     #: the dbt project (its dbt_project.yml `name`) the declaring file is written for; None: any project
@@ -57,10 +56,6 @@ class SyncSpec:
     #: the declaring file and the line of the sync's `model`, for errors that point there
     source: Path | None = field(default=None, compare=False)
     model_line: int = field(default=0, compare=False)
-
-    @property
-    def destination_path(self) -> str:
-        return self.path or f"/{self.name}"
 
     @property
     def columns(self) -> list[str]:
@@ -113,6 +108,7 @@ def load_syncs(path: Path = SYNCS_PATH) -> list[SyncSpec]:
     problems = Problems(path)
     document = problems.mapping(load_marked(path), 1, "the file")
     syncs: list[SyncSpec] = []
+    writers: list[SyncSpec] = []  # the syncs whose destination and its keys are valid: their objects are known
     if document is not None:
         problems.keys(document, FILE_KEYS, "the file")
         project = problems.text(document, "dbt_project", "the file")
@@ -120,24 +116,27 @@ def load_syncs(path: Path = SYNCS_PATH) -> list[SyncSpec]:
             problems.add(1, "the file: `dbt_project` is required: the `name` in the dbt_project.yml the syncs are for")
         declared = problems.mapping(document.get("syncs"), document.line_of("syncs", 1), "`syncs`")
         for name in declared or {}:
-            sync = _sync(problems, declared, name, project, path)
+            sync, known = _sync(problems, declared, name, project, path)
             if sync is not None:
                 syncs.append(sync)
-        _check_destinations(problems, syncs, declared)
+                if known:
+                    writers.append(sync)
+        _check_destinations(problems, writers, declared)
     problems.raise_if_any(WHAT_TO_DO)
     return syncs
 
 
-def _sync(problems: Problems, declared: MarkedDict, key: Any, project: str | None, path: Path) -> SyncSpec | None:
+def _sync(
+    problems: Problems, declared: MarkedDict, key: Any, project: str | None, path: Path
+) -> tuple[SyncSpec | None, bool]:
+    """The sync, and whether its destination and the destination's own keys are valid (its object is known)."""
     name = str(key)
     where = f"sync {name}"
-    spec, line = problems.entry(declared, key, where, SYNC_NAME, SYNC_KEYS)
+    spec, line = problems.entry(declared, key, where, SYNC_NAME, sync_keys())
     if spec is None:
-        return None
+        return None, False
     at = {key: spec.line_of(key, line) for key in SYNC_KEYS}
-    destination = problems.text(spec, "destination", where, required=True, line=line)
-    if destination is not None and destination not in DESTINATIONS:
-        problems.add(at["destination"], f"{where}: destination {destination!r} is not one of {', '.join(DESTINATIONS)}")
+    destination, options = _destination(problems, spec, where, line)
     mode = spec.get("mode", "upsert")
     if mode not in MODES:
         problems.add(at["mode"], f"{where}: mode {mode!r} is not one of {', '.join(MODES)}")
@@ -147,29 +146,58 @@ def _sync(problems: Problems, declared: MarkedDict, key: Any, project: str | Non
             share = float(share)
     if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
         problems.add(at["max_change_share"], f"{where}: max_change_share {share!r} must be a number above 0, at most 1")
-    path_ = problems.text(spec, "path", where)
-    if path_ is not None and destination != "webhook":
-        problems.add(at["path"], f"{where}: `path` applies to webhook destinations only")
-    elif path_ is not None and not WEBHOOK_PATH.fullmatch(path_):
-        problems.add(
-            at["path"], f"{where}: path {path_!r} must start with / and hold only letters, digits and _ - . / ~"
-        )
     sync = SyncSpec(
         name=name,
         description=problems.text(spec, "description", where) or "",
         model=problems.text(spec, "model", where, required=True, line=line) or "",
-        destination=destination or "",
+        destination=destination,
         primary_key=problems.text(spec, "primary_key", where, required=True, line=line) or "",
         mode=str(mode),
         fields=_fields(problems, spec, where, line),
         max_change_share=float(share) if isinstance(share, int | float) else 0.5,
-        path=path_ or "",
+        options=options or {},
         owner=problems.text(spec, "owner", where),
         dbt_project=project,
         source=path,
         model_line=at["model"],
     )
-    return sync
+    return sync, options is not None
+
+
+def sync_keys() -> tuple[str, ...]:
+    """The keys a sync may have: the common ones and every registered destination type's own."""
+    own = {key for kind in destinations.registered().values() for key in kind.options}
+    return SYNC_KEYS + tuple(sorted(own - set(SYNC_KEYS)))
+
+
+def _destination(problems: Problems, spec: MarkedDict, where: str, line: int) -> tuple[str, dict[str, Any] | None]:
+    """The sync's destination and that type's own keys (webhook: `path`), each checked by the type; the keys are
+    None when the destination or one of them is wrong. A key of another type is named with the types that take it
+    (unknown keys are reported by `Problems.entry`)."""
+    name = problems.text(spec, "destination", where, required=True, line=line)
+    if name is None:
+        return "", None
+    try:
+        kind = destinations.get(name)
+    except destinations.UnknownDestinationError as exc:
+        problems.add(spec.line_of("destination"), f"{where}: {exc}")
+        return name, None
+    valid = True
+    for key in spec:
+        owners = [other.name for other in destinations.registered().values() if key in other.options]
+        if owners and key not in kind.options and key not in SYNC_KEYS:
+            problems.add(spec.line_of(key), f"{where}: `{key}` applies to {' and '.join(owners)} destinations only")
+    options: dict[str, Any] = {}
+    for key, check in kind.options.items():
+        value = spec.get(key)
+        problem = check(value)
+        if problem:
+            valid = False
+            shown = f"`{key}`" if value is None else f"{key} {value!r}"
+            problems.add(spec.line_of(key, line), f"{where}: {shown} {problem}")
+        elif value is not None:
+            options[key] = value
+    return name, options if valid else None
 
 
 def _fields(problems: Problems, spec: MarkedDict, where: str, line: int) -> dict[str, str]:
@@ -193,14 +221,15 @@ def _fields(problems: Problems, spec: MarkedDict, where: str, line: int) -> dict
 
 
 def _check_destinations(problems: Problems, syncs: list[SyncSpec], declared: MarkedDict | None) -> None:
-    """One sync per destination object: each is one asset (crm/contacts, webhook/<path>) written by one sync."""
-    seen: dict[tuple[str, str], str] = {}
+    """One sync per destination object: each is one asset (its type's `asset_key`: crm/contacts, webhook/<path>)
+    written by one sync."""
+    seen: dict[dg.AssetKey, str] = {}
     for sync in syncs:
-        target = (sync.destination, sync.destination_path if sync.destination == "webhook" else "")
+        target = destinations.get(sync.destination).asset_key(sync)
         if target in seen and declared is not None:
             problems.add(
                 declared.line_of(sync.name),
-                f"sync {sync.name}: {seen[target]} writes {sync.destination}{target[1]} already; one sync per"
+                f"sync {sync.name}: {seen[target]} writes {target.to_user_string()} already; one sync per"
                 " destination object",
             )
         seen.setdefault(target, sync.name)

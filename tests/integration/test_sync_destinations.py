@@ -10,10 +10,12 @@ from devstack import crm as crm_server
 from devstack import webhook_receiver
 from devstack.serve import ServerThread
 from pipeline.activation.assets import build_sync_asset
+from pipeline.activation.destinations.crm_contacts import CrmResource
+from pipeline.activation.destinations.webhook import WebhookResource
 from pipeline.activation.outbox import REJECTED, pending
 from pipeline.activation.signing import verify
 from pipeline.activation.syncs import ResolvedSync, load_syncs
-from pipeline.core.resources import CrmResource, WarehouseResource, WebhookResource
+from pipeline.core.resources import WarehouseResource
 
 TOKEN = "t"
 SECRET = "whsec-test"

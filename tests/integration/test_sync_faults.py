@@ -7,8 +7,9 @@ import httpx
 from devstack import crm as crm_server
 from devstack.serve import ServerThread
 from pipeline.activation.assets import build_sync_asset
+from pipeline.activation.destinations.crm_contacts import CrmResource
 from pipeline.activation.syncs import ResolvedSync, load_syncs
-from pipeline.core.resources import CrmResource, WarehouseResource
+from pipeline.core.resources import WarehouseResource
 from tests.marts import make_dim_customers
 
 TOKEN = "t"
@@ -40,7 +41,8 @@ SYNC_IN_CHILD = """
 import sys, dagster as dg
 from pipeline.activation.assets import build_sync_asset
 from pipeline.activation.syncs import ResolvedSync, load_syncs
-from pipeline.core.resources import CrmResource, WarehouseResource
+from pipeline.activation.destinations.crm_contacts import CrmResource
+from pipeline.core.resources import WarehouseResource
 db, url = sys.argv[1:]
 spec = next(s for s in load_syncs() if s.name == "crm_contacts_sync")
 asset = build_sync_asset(ResolvedSync(spec, dg.AssetKey("dim_customers"), "dim_customers"))

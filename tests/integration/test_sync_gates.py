@@ -9,8 +9,9 @@ import pytest
 from devstack import crm as crm_server
 from devstack.serve import ServerThread
 from pipeline.activation.assets import build_sync_asset
+from pipeline.activation.destinations.crm_contacts import CrmResource
 from pipeline.activation.syncs import ResolvedSync, load_syncs
-from pipeline.core.resources import CrmResource, WarehouseResource
+from pipeline.core.resources import WarehouseResource
 from tests.integration.test_sync_faults import TOKEN
 from tests.marts import make_dim_customers
 

@@ -6,8 +6,9 @@ import duckdb
 import pytest
 
 from pipeline.activation.assets import build_sync_asset
+from pipeline.activation.destinations.crm_contacts import CrmResource
 from pipeline.activation.syncs import ResolvedSync, load_syncs
-from pipeline.core.resources import CrmResource, WarehouseResource
+from pipeline.core.resources import WarehouseResource
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ import duckdb
 import pytest
 
 from pipeline.activation import shape
-from pipeline.activation.crm import batched
-from pipeline.activation.destinations import CrmDestination, WebhookDestination
+from pipeline.activation.destinations.crm_contacts import MAX_BATCH, CrmDestination
+from pipeline.activation.destinations.webhook import WebhookDestination
 from pipeline.activation.syncs import SyncSpec
 
 
@@ -59,9 +59,7 @@ def test_webhook_records_keep_json_types_and_stringify_decimals_and_times():
     }
 
 
-def test_batches_never_exceed_the_limit():
-    sizes = [len(b) for b in batched(range(250), 100)]
-    assert sizes == [100, 100, 50]
-    assert list(batched([], 100)) == []
-    with pytest.raises(ValueError):
-        list(batched(range(3), 101))
+@pytest.mark.parametrize("size", [0, MAX_BATCH + 1])
+def test_a_crm_batch_never_exceeds_hubspots_limit(size):
+    with pytest.raises(ValueError, match=r"CRM batch size must be 1\.\.100 \(HubSpot's limit\), got"):
+        CrmDestination(None, None, spec({"v": "prop"}), "ext_id", batch_size=size)

@@ -5,7 +5,7 @@ import time
 import duckdb
 import pytest
 
-from pipeline.activation.destinations import CrmDestination
+from pipeline.activation.destinations.crm_contacts import CrmDestination
 from pipeline.activation.journal import open_journal
 from pipeline.activation.outbox import (
     REJECTED,

@@ -4,6 +4,7 @@ import dagster as dg
 import httpx
 import pytest
 
+from pipeline.activation.destinations.crm_contacts import CrmResource
 from pipeline.activation.gates import UpstreamFacts
 from pipeline.activation.journal import open_journal
 from pipeline.activation.outbox import REJECTED, DiffCounts, SyncOutcome, pending, rejected_sample
@@ -19,7 +20,7 @@ from pipeline.activation.steps import (
     sync_metadata,
 )
 from pipeline.activation.syncs import ResolvedSync, load_syncs
-from pipeline.core.resources import CrmResource, WarehouseResource
+from pipeline.core.resources import WarehouseResource
 from pipeline.core.transport import (
     Delivery,
     TerminalHTTPError,

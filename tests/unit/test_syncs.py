@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.activation.syncs import SYNC_KEYS, ResolvedSync, load_syncs, relation_problem, resolve_syncs
+from pipeline.activation.destinations.webhook import path_of
+from pipeline.activation.syncs import ResolvedSync, load_syncs, relation_problem, resolve_syncs, sync_keys
 from pipeline.core.config_files import ConfigFileError
 
 VALID = """\
@@ -71,7 +72,7 @@ def test_the_shipped_syncs_are_valid_and_name_their_project():
     syncs = {s.name: s for s in load_syncs()}
     assert set(syncs) == {"crm_contacts_sync", "segment_summary_webhook"}
     assert {s.dbt_project for s in syncs.values()} == {"tidewater"}
-    assert syncs["segment_summary_webhook"].destination_path == "/segments"
+    assert path_of(syncs["segment_summary_webhook"]) == "/segments"
 
 
 def test_a_valid_file(tmp_path):
@@ -84,7 +85,8 @@ def test_a_valid_file(tmp_path):
     )
     assert contacts.columns == ["customer_id", "email", "first_name"]
     assert (contacts.model_line, segments.model_line) == (5, 15)
-    assert (segments.path, segments.max_change_share) == ("/segments", 1.0)
+    assert (segments.options, segments.max_change_share) == ({"path": "/segments"}, 1.0)
+    assert contacts.options == {}
 
 
 @pytest.mark.parametrize(
@@ -110,7 +112,7 @@ def test_a_valid_file(tmp_path):
         ("  contacts:", "  crm-contacts:", 3, "the name must be a letter or _"),
         ("dbt_project: shop", "dbt_projct: shop", 1, "unknown key 'dbt_projct' (did you mean 'dbt_project'?)"),
         ("dbt_project: shop", "dbt_projct: shop", 1, "`dbt_project` is required: the `name` in the dbt_project.yml"),
-        ("destination: webhook", "destination: crm_contacts", 14, "contacts writes crm_contacts already"),
+        ("destination: webhook", "destination: crm_contacts", 14, "contacts writes crm/contacts already"),
         ("      email: email\n", "      email: email\n      email: e2\n", 13, "key 'email' repeats the one on line 12"),
     ],
 )
@@ -139,7 +141,7 @@ def test_every_problem_at_once_with_the_file_and_what_to_do(tmp_path):
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=30, deadline=None)
-@given(st.from_regex(r"[a-z_]{3,16}", fullmatch=True).filter(lambda k: k not in SYNC_KEYS + YAML_WORDS))
+@given(st.from_regex(r"[a-z_]{3,16}", fullmatch=True).filter(lambda k: k not in sync_keys() + YAML_WORDS))
 def test_any_unknown_sync_key_is_reported_on_its_line(tmp_path, key):
     found = problems_of(tmp_path, VALID.replace("    owner: team:crm\n", f"    owner: team:crm\n    {key}: 1\n"))
     assert any(line == 7 and f"unknown key {key!r}" in message for line, message in found), found

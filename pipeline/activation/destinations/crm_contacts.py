@@ -1,4 +1,5 @@
-"""HubSpot CRM v3 batch endpoints: the sends a sync makes (bodies are shaped in SQL, see `shape`).
+"""`crm_contacts`: contacts in a HubSpot-CRM-v3-shaped API (the devstack's CRM server locally, HubSpot or alike in
+production), through its batch endpoints; bodies are shaped in SQL (see `shape`).
 
 Upsert: at most 100 inputs per request. One invalid input (say a malformed email) fails the whole batch with a 400
 whose `errors` name each bad input (`inputs[3].properties.email`); `upsert` then drops those records, reports
@@ -7,6 +8,8 @@ derived from the original one, so a retry after a crash replays instead of apply
 
 Delete (mirror mode): HubSpot archives by object id only, so `archive` first reads the ids for our id property
 (`batch/read`), then archives them (`batch/archive`). Both steps are naturally idempotent.
+
+Settings: CRM_URL, CRM_TOKEN, CRM_ID_PROPERTY, CRM_BATCH_SIZE, CRM_TIMEOUT_SECONDS, SYNC_CONCURRENCY.
 """
 
 from __future__ import annotations
@@ -14,14 +17,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import dagster as dg
 import httpx
 import orjson
 
-from ..core import transport
-from ..core.transport import Delivery, RetryingSender
+from ...core import transport
+from ...core.settings import Settings, secret
+from ...core.sql import quote_literal
+from ...core.transport import Delivery, RetryingSender
+from .. import shape
+from ..outbox import Batch
+from ..syncs import SyncSpec
+from . import DestinationType, HttpDestinationResource, register
 
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
 READ_PATH = "/crm/v3/objects/contacts/batch/read"
@@ -30,17 +40,14 @@ _INPUT_ERROR = re.compile(r"inputs\[(\d+)\]")
 MAX_BATCH = 100  # HubSpot's limit for batch endpoints
 
 
-def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    if not 1 <= size <= MAX_BATCH:
-        raise ValueError(f"batch size must be 1..{MAX_BATCH}, got {size}")
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+class CrmResource(HttpDestinationResource):
+    """A HubSpot-CRM-v3-shaped API: the local devstack server in development, HubSpot (or alike) in production."""
+
+    token: str | None = None
+    id_property: str = "tidewater_customer_id"
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
 def rejected_inputs(response: httpx.Response) -> dict[int, str]:
@@ -107,3 +114,74 @@ def archive(
         response = sender.send(lambda: client.post(ARCHIVE_PATH, json={"inputs": [{"id": i} for i in object_ids]}))
         raise_for_error(response, f"a batch archive of {len(object_ids)}")
     return Delivery(accepted=len(ids), deleted=len(object_ids))
+
+
+@dataclass
+class CrmDestination:
+    client: httpx.Client | None
+    sender: RetryingSender | None
+    spec: SyncSpec
+    id_property: str
+    batch_size: int = MAX_BATCH
+    concurrency: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise ValueError(f"CRM batch size must be 1..{MAX_BATCH} (HubSpot's limit), got {self.batch_size}")
+
+    def record_sql(self, types: dict[str, str]) -> str:
+        """One batch/upsert input: `{"idProperty", "id", "properties": {property: string}}`."""
+        properties = {prop: shape.property_text(col, types[col]) for col, prop in self.spec.fields.items()}
+        return shape.json_object(
+            {
+                "idProperty": quote_literal(self.id_property),
+                "id": f"CAST({shape.column(self.spec.primary_key)} AS VARCHAR)",
+                "properties": shape.json_object(properties),
+            }
+        )
+
+    def batch_sql(self, records: str, key: str) -> str:
+        return f"""'{{"inputs":' || {records} || '}}'"""
+
+    def delete_body(self, keys: list[str], key: str) -> str:
+        return json.dumps({"ids": keys}, separators=(",", ":"))
+
+    def deliver(self, batch: Batch) -> Delivery:
+        assert self.client is not None, "a destination built without a client only shapes batches"
+        if batch.op == "delete":
+            return archive(self.client, self.id_property, batch.payload["ids"], self.sender)
+        return upsert(self.client, batch.body, batch.idempotency_key, self.sender)
+
+
+class CrmContacts(DestinationType[CrmResource]):
+    name = "crm_contacts"
+    resource_key = "crm"
+
+    def resource(self, settings: Settings) -> CrmResource:
+        return CrmResource(
+            base_url=settings.crm_url,
+            token=secret("CRM_TOKEN"),
+            id_property=settings.crm_id_property,
+            batch_size=settings.crm_batch_size,
+            timeout_seconds=settings.crm_timeout_seconds,
+            max_concurrency=settings.sync_concurrency,
+        )
+
+    def asset_key(self, spec: SyncSpec) -> dg.AssetKey:
+        return dg.AssetKey(["crm", "contacts"])
+
+    def describe(self, spec: SyncSpec, resource: CrmResource) -> tuple[str, str]:
+        description = f"Contacts in the CRM (HubSpot CRM v3 shape), written by `{spec.name}`."
+        return description, f"{resource.base_url}/crm/v3/objects/contacts"
+
+    def open(
+        self,
+        spec: SyncSpec,
+        resource: CrmResource,
+        client: httpx.Client | None = None,
+        sender: RetryingSender | None = None,
+    ) -> CrmDestination:
+        return CrmDestination(client, sender, spec, resource.id_property, resource.batch_size, resource.max_concurrency)
+
+
+register(CrmContacts())
