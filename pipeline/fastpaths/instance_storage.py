@@ -102,7 +102,26 @@ def _base_dir(config_value: dict[str, Any] | None, default_folder: str) -> str:
 _CONFIG: UserConfigSchema = {"base_dir": dg.Field(dg.StringSource, is_required=False)}
 
 
-class LocalEventLogStorage(SqliteEventLogStorage):
+class _Configured:
+    """What the instance's dagster.yaml gives both storages: an optional `base_dir` (else Dagster's default folder
+    under DAGSTER_HOME). With PIPELINE_FAST_PATHS=off each opens as Dagster's own class, in the same folders."""
+
+    DEFAULT_FOLDER: str
+
+    @classmethod
+    def config_type(cls) -> UserConfigSchema:
+        return _CONFIG
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]) -> Any:
+        return cls.open(_base_dir(config_value, cls.DEFAULT_FOLDER), inst_data, fast_paths_enabled())
+
+    @classmethod
+    def open(cls, base_dir: str, inst_data: ConfigurableClassData | None, fast: bool) -> Any:
+        raise NotImplementedError
+
+
+class LocalEventLogStorage(_Configured, SqliteEventLogStorage):
     """`SqliteEventLogStorage` (one file per run plus a cross-run index) with an engine per file, kept open."""
 
     #: Engines kept for the most recently used run files (the index's is one of them); the webserver and daemon
@@ -122,18 +141,11 @@ class LocalEventLogStorage(SqliteEventLogStorage):
         self._uncommitted = threading.local()  # .records: those stored in the current transaction(s)
         super().__init__(base_dir, inst_data=inst_data)
 
-    @classmethod
-    def config_type(cls) -> UserConfigSchema:
-        return _CONFIG
+    DEFAULT_FOLDER = "history/runs"
 
     @classmethod
-    def from_config_value(  # ty: ignore[invalid-method-override]
-        cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
-    ) -> "SqliteEventLogStorage":
-        base_dir = _base_dir(config_value, "history/runs")
-        if not fast_paths_enabled():  # PIPELINE_FAST_PATHS=off: Dagster's own storage, in the same folders
-            return SqliteEventLogStorage(base_dir, inst_data=inst_data)
-        return cls(base_dir, inst_data=inst_data)
+    def open(cls, base_dir: str, inst_data: ConfigurableClassData | None, fast: bool) -> SqliteEventLogStorage:
+        return (cls if fast else SqliteEventLogStorage)(base_dir, inst_data=inst_data)
 
     def _engine(self, shard: str) -> Engine:
         """The shard's engine, made (and its file initialized) on first use."""
@@ -256,7 +268,7 @@ class LocalEventLogStorage(SqliteEventLogStorage):
         return found
 
 
-class LocalRunStorage(SqliteRunStorage):
+class LocalRunStorage(_Configured, SqliteRunStorage):
     """`SqliteRunStorage` with its engine (and an open connection) made once."""
 
     def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None) -> None:
@@ -264,18 +276,11 @@ class LocalRunStorage(SqliteRunStorage):
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
 
-    @classmethod
-    def config_type(cls) -> UserConfigSchema:
-        return _CONFIG
+    DEFAULT_FOLDER = "history"
 
     @classmethod
-    def from_config_value(  # ty: ignore[invalid-method-override]
-        cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
-    ) -> "SqliteRunStorage":
-        base_dir = _base_dir(config_value, "history")
-        if not fast_paths_enabled():  # PIPELINE_FAST_PATHS=off: Dagster's own storage, in the same folders
-            return SqliteRunStorage.from_local(base_dir, inst_data=inst_data)
-        return cls.from_local(base_dir, inst_data=inst_data)
+    def open(cls, base_dir: str, inst_data: ConfigurableClassData | None, fast: bool) -> SqliteRunStorage:
+        return (cls if fast else SqliteRunStorage).from_local(base_dir, inst_data=inst_data)
 
     def dispose(self) -> None:
         with self._engine_lock:
