@@ -24,7 +24,8 @@ def build_sync_asset(sync: ResolvedSync, depth: int = 1) -> dg.AssetsDefinition:
     tables down to this sync (for its automation condition). Run config (`SyncConfig`) is the asset's, as for any
     asset: `ops: {<sync>: {config: {dry_run: true}}}`."""
     spec = sync.spec
-    resource_key = destinations.get(spec.destination).resource_key
+    kind = destinations.get(spec.destination)
+    resource_key = kind.resource_key
 
     # Op definitions are named after the sync (one code location holds several syncs); in the graph they are
     # plan / send / acknowledge, so the steps read `<sync>.plan` and so on.
@@ -59,7 +60,8 @@ def build_sync_asset(sync: ResolvedSync, depth: int = 1) -> dg.AssetsDefinition:
     def acknowledge(context: dg.OpExecutionContext, planned: Planned, sent: Sent) -> None:
         resource: HttpDestinationResource = getattr(context.resources, resource_key)
         warehouse = context.resources.warehouse
-        context.add_output_metadata(acknowledge_sync(planned, sent, spec, warehouse, resource.base_url, context.log))
+        _, url = kind.describe(spec, resource)  # the object's URL (e.g. the CRM's contacts), not the API's base
+        context.add_output_metadata(acknowledge_sync(planned, sent, spec, warehouse, url, context.log))
 
     @dg.graph_asset(
         name=spec.name,
