@@ -25,6 +25,8 @@ WEBHOOK_URL ?= http://127.0.0.1:$(WEBHOOK_PORT)/hooks
 # The local receiver verifies signatures with this secret, as a real receiver would.
 WEBHOOK_SECRET ?= dev-webhook-secret
 DAGSTER_PORT ?= 3000
+# Links in alerts, and where `python -m pipeline.replay` finds the webserver.
+DAGSTER_UI_BASE_URL ?= http://127.0.0.1:$(DAGSTER_PORT)
 DEMO_DAYS ?= 14
 DEMO_CUSTOMERS ?= 500
 # First daily partition of the raw tables; unset, `make dev` starts them on the demo's first day (see `dev`).
@@ -33,7 +35,7 @@ LANDING_START_DATE ?=
 DEV_ENV = PATH=$(CURDIR)/$(BIN):$$PATH DAGSTER_HOME=$(DAGSTER_HOME) DBT_PROJECT_DIR=$(DBT_PROJECT_DIR) DBT_PROFILES_DIR=$(DBT_PROFILES_DIR) \
 	LANDING_START_DATE=$(LANDING_START_DATE) \
 	LANDING_URL=$(LANDING_URL) DUCKDB_PATH=$(DUCKDB_PATH) CRM_URL=$(CRM_URL) CRM_TOKEN=$(CRM_TOKEN) \
-	WEBHOOK_URL=$(WEBHOOK_URL) WEBHOOK_SECRET=$(WEBHOOK_SECRET)
+	WEBHOOK_URL=$(WEBHOOK_URL) WEBHOOK_SECRET=$(WEBHOOK_SECRET) DAGSTER_UI_BASE_URL=$(DAGSTER_UI_BASE_URL)
 
 .PHONY: help install parse demo-data dev test lint fmt bench clean
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import dagster as dg
+import httpx
 
 from .core.settings import REPO_ROOT, Settings
 from .ingestion.contracts import load_contracts
@@ -38,6 +39,8 @@ def replay(quarantined: str, *, in_process: bool, settings: Settings | None = No
     from .definitions import defs as load_definitions
 
     settings = settings or Settings.from_env()
+    if not in_process:
+        require_webserver(settings.ui_base_url)  # before the release: a file left released would load unreplayed
     store = build_resources(settings)["landing"].store()
     key = release(store, quarantined)
     parsed = LandingKey.parse(key)
@@ -62,6 +65,17 @@ def replay(quarantined: str, *, in_process: bool, settings: Settings | None = No
         asset_selection=[table],
         tags={**tags, "dagster/partition": parsed.day.isoformat()},
     )
+
+
+def require_webserver(ui_base_url: str) -> None:
+    """Stop with what to do when no Dagster webserver answers at DAGSTER_UI_BASE_URL."""
+    try:
+        httpx.get(f"{ui_base_url.rstrip('/')}/server_info", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise SystemExit(
+            f"No Dagster webserver answers at {ui_base_url} (DAGSTER_UI_BASE_URL): {exc}. Start it (`make dev`), set"
+            " DAGSTER_UI_BASE_URL to where it runs, or replay with --in-process. The file is still in quarantine."
+        ) from None
 
 
 #: Where `make dev` keeps its Dagster instance (the Makefile's DAGSTER_HOME).

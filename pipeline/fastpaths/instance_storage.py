@@ -46,6 +46,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
+from ..core.settings import ConfigurationError
 from . import enabled as fast_paths_enabled
 
 #: Every engine made here, so a forked child can drop the connections it inherited (they belong to the parent).
@@ -60,11 +61,19 @@ def _forget_inherited_connections() -> None:
 os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 #: Dagster hands events it marks as a batch (a run's planned events, a partitioned asset's materializations) to
-#: `store_event_batch` only when this is set, and reads it whenever it handles one. This module is imported when an
-#: instance loads devstack/dagster.yaml, before it makes a run, so the webserver, the daemon and run workers all batch.
-#: Up to this many events share one transaction (others wait for it through SQLite's busy timeout).
-if fast_paths_enabled():
-    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "500")
+#: `store_event_batch` only when DAGSTER_EVENT_BATCH_SIZE is set, and reads it whenever it handles one. It is set when
+#: an instance builds this storage (devstack/dagster.yaml), before it makes a run, so the webserver, the daemon and
+#: run workers all batch. Up to this many events share one transaction (others wait through SQLite's busy timeout).
+EVENT_BATCH_SIZE = "500"
+
+
+def _fast() -> bool:
+    """Whether this instance's storage takes its fast path. A PIPELINE_FAST_PATHS that is no mode does not stop the
+    instance (nor `dagster dev`): its storage is Dagster's own, and the code location's load reports the setting."""
+    try:
+        return fast_paths_enabled()
+    except ConfigurationError:
+        return False
 
 
 def sqlite_engine(conn_string: str, **connect_args: Any) -> Engine:
@@ -114,7 +123,10 @@ class _Configured:
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]) -> Any:
-        return cls.open(_base_dir(config_value, cls.DEFAULT_FOLDER), inst_data, fast_paths_enabled())
+        fast = _fast()
+        if fast:
+            os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
+        return cls.open(_base_dir(config_value, cls.DEFAULT_FOLDER), inst_data, fast)
 
     @classmethod
     def open(cls, base_dir: str, inst_data: ConfigurableClassData | None, fast: bool) -> Any:

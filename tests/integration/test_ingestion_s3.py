@@ -403,3 +403,31 @@ def test_a_backlog_of_every_table_is_one_run_and_each_table_loads_its_own_files(
         already = 1 if table == "customers" else 0  # the env's day loaded before
         assert env.rows(f"select count(*) from raw.{table}") == [(expected + already,)], table
     assert all(f"processed/{key}" in env.listing() for key in summary["files"])
+
+
+def test_replay_without_a_webserver_leaves_the_file_in_quarantine(env, s3_bucket, tmp_path, monkeypatch):
+    """Through the webserver, a replay first makes sure one answers: else it says what to do and releases
+    nothing (a released file would be loaded by the sensor, unreplayed, or sit unloaded)."""
+    import socket
+
+    from pipeline.replay import main as replay
+
+    key = f"shop/{DAY}/customers.csv"
+    rejected(env, key, f"{HEADER}\n{customer(2)}\n{customer(2)}\n", "primary_key_unique")
+    quarantined = f"quarantine/{DAY}/shop/customers.csv"
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in {
+        "LANDING_URL": f"s3://{s3_bucket.bucket}/landing",
+        "LANDING_ENDPOINT_URL": s3_bucket.endpoint_url,
+        "DUCKDB_PATH": str(tmp_path / "w.duckdb"),
+        "DAGSTER_UI_BASE_URL": f"http://127.0.0.1:{port}",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as stopped:
+        replay([quarantined])
+    assert f"No Dagster webserver answers at http://127.0.0.1:{port} (DAGSTER_UI_BASE_URL)" in str(stopped.value)
+    assert "--in-process" in str(stopped.value)
+    listing = env.listing()
+    assert quarantined in listing and quarantined + ".reason.json" in listing and key not in listing

@@ -9,6 +9,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 
 from devstack import INSTANCE_YAML
+from pipeline.core.settings import Settings, SettingsError
 from pipeline.fastpaths.instance_storage import LocalEventLogStorage, LocalRunStorage
 
 
@@ -22,12 +23,18 @@ def doubled() -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"rows": 6})
 
 
-def test_with_the_fast_paths_off_the_instance_is_dagsters_own(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["off", "maybe"])
+def test_with_the_fast_paths_off_the_instance_is_dagsters_own(tmp_path, monkeypatch, mode):
+    """Off, or set to no mode at all: the instance (the webserver's, the daemon's) still starts, on Dagster's own
+    storage; a bad value is the code location's load error, with the other settings'."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(INSTANCE_YAML, home)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("PIPELINE_FAST_PATHS", "off")
+    monkeypatch.setenv("PIPELINE_FAST_PATHS", mode)
+    if mode == "maybe":
+        with pytest.raises(SettingsError, match=r"PIPELINE_FAST_PATHS='maybe': expected one of auto, on, off"):
+            Settings.from_env()
     with dg.DagsterInstance.get() as instance:
         assert type(instance.event_log_storage) is SqliteEventLogStorage
         assert type(instance.run_storage) is SqliteRunStorage
