@@ -2,9 +2,9 @@
 
 One small SQLite file per sync beside the warehouse (`<warehouse>.<sync>.journal.sqlite`). The plan step copies
 the outbox's pending batches (bodies included) into it while it holds the warehouse; the send step reads them
-from here, not from the warehouse (another process may be writing that), and records each acknowledgement here,
-durably, as it arrives; the acknowledge step (or the next plan) applies the recorded acknowledgements to the
-warehouse and then forgets those batches.
+from here, not from the warehouse (another process may be writing that), and records the acknowledgements here,
+durably, in groups (`outbox.RECORD_EVERY`, `RECORD_AFTER_SECONDS`); the acknowledge step (or the next plan)
+applies the recorded acknowledgements to the warehouse and then forgets those batches.
 
 SQLite lets the sender commit while a plan or an acknowledge step of another run reads the file (WAL); writers
 wait for each other for up to `BUSY_TIMEOUT_SECONDS`. Two senders of one sync never run at once (their step is in
@@ -87,8 +87,8 @@ class Journal:
                 b.plan_id,
                 b.batch_no,
                 b.op,
-                json.dumps(b.record_keys),
-                json.dumps(b.record_hashes),
+                b.keys_json,
+                b.hashes_json,
                 b.body,
                 now,
             )
@@ -109,9 +109,7 @@ class Journal:
             "SELECT plan_id, batch_no, idempotency_key, op, record_keys, record_hashes, body FROM batches"
             " WHERE acknowledged_at IS NULL ORDER BY rowid"
         ).fetchall()
-        return [
-            Batch(p, n, k, op, json.loads(keys), json.loads(hashes), body) for p, n, k, op, keys, hashes, body in rows
-        ]
+        return [Batch(*row) for row in rows]
 
     def record(self, acknowledged: Sequence[tuple[Batch, Delivery]]) -> None:
         """Record acknowledgements, in one durable commit."""
@@ -131,14 +129,16 @@ class Journal:
             " WHERE acknowledged_at IS NOT NULL ORDER BY rowid"
         ).fetchall()
         return [
-            (Batch(p, n, k, op, json.loads(keys), json.loads(hashes), ""), _delivery(delivery))
-            for p, n, k, op, keys, hashes, delivery in rows
+            (Batch(p, n, k, op, keys, hashes, ""), _delivery(delivery)) for p, n, k, op, keys, hashes, delivery in rows
         ]
 
     def forget(self, keys: Sequence[str]) -> None:
         """Drop batches whose acknowledgement the warehouse holds now."""
         with self.conn:
-            self.conn.executemany("DELETE FROM batches WHERE idempotency_key = ?", [(k,) for k in keys])
+            self.conn.execute(
+                "DELETE FROM batches WHERE idempotency_key IN (SELECT value FROM json_each(?))",
+                [json.dumps(list(keys))],
+            )
 
 
 @contextmanager

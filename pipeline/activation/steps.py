@@ -162,7 +162,7 @@ def send_failure(exc: BaseException, spec: SyncSpec) -> dg.Failure | None:
 
 
 def send_sync(planned: Planned, spec: SyncSpec, resource: HttpDestinationResource) -> Sent:
-    """The send step: deliver what the journal holds unacknowledged, journaling each acknowledgement. Holds no
+    """The send step: deliver what the journal holds unacknowledged, journaling the acknowledgements. Holds no
     warehouse. A dry run sends nothing at all, not even what an earlier run left pending."""
     started = time.monotonic()
     if planned.dry_run:

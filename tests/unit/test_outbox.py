@@ -211,6 +211,39 @@ def test_batches_go_out_concurrently_and_a_failure_leaves_the_rest_pending(conn,
     assert conn.execute("SELECT count(*) FROM activation.sync_state").fetchone()[0] == 1000
 
 
+def test_acknowledgements_are_journaled_in_groups_and_promptly_when_batches_are_slow(conn, tmp_path, monkeypatch):
+    from pipeline.activation import outbox
+
+    conn.execute("INSERT INTO dim SELECT i, 'c' || i || '@x.io', 1, 'x' FROM range(251, 801) t(i)")
+    plan(conn, SPEC, "dim", "p1", FakeDestination())
+    with open_journal(tmp_path / "j.sqlite") as journal:
+        hand_over(conn, journal, "contacts")
+        commits = []
+        record = journal.record
+        monkeypatch.setattr(journal, "record", lambda acks: (commits.append(len(acks)), record(acks)))
+
+        # Fast batches: one durable commit per group of RECORD_EVERY, not one per acknowledgement.
+        monkeypatch.setattr(outbox, "RECORD_EVERY", 3)
+        send_pending(journal, lambda b: Delivery(accepted=len(b.record_keys)), batches=journal.unacknowledged()[:6])
+        assert [c for c in commits if c] == [3, 3]
+
+        # Slow batches: a group is journaled once RECORD_AFTER_SECONDS passed, while the next batch is in flight,
+        # so a send killed now would resend at most that one. Seen from another connection, as after a kill.
+        monkeypatch.setattr(outbox, "RECORD_EVERY", 100)
+        monkeypatch.setattr(outbox, "RECORD_AFTER_SECONDS", 0.05)
+        seen = []
+
+        def slow(batch):
+            time.sleep(0.4)
+            with open_journal(tmp_path / "j.sqlite") as other:
+                seen.append((batch.batch_no, {b.batch_no for b, _ in other.acknowledged()}))
+            return Delivery(accepted=len(batch.record_keys))
+
+        send_pending(journal, slow)
+    assert [n for n, _ in seen] == [6, 7], "the two batches left"
+    assert seen[1][1] == set(range(7)), "batch 6 was journaled while batch 7 was being sent"
+
+
 def test_a_plan_while_an_earlier_send_is_in_flight_neither_doubles_nor_loses_a_record(conn, journal):
     # Run 1 planned three batches; its send has had batch 0 acknowledged and is still sending 1 and 2.
     prepare(conn, journal, SPEC, "dim", "p1", FakeDestination())
