@@ -280,6 +280,8 @@ class Settings:
     dbt_partition_incremental: bool
     #: incremental dbt models re-read this many landing days before their partition (late files)
     dbt_window_lookback_days: int
+    #: scheduled, automated and backfill runs build only the dbt nodes whose code or inputs changed
+    dbt_state_aware: bool
     crm_url: str
     crm_id_property: str
     crm_batch_size: int
@@ -348,6 +350,7 @@ class Settings:
             dbt_window_lookback_days=read(
                 "DBT_WINDOW_LOOKBACK_DAYS", 3, _integer(0, 366), "a whole number of days, 0 to 366"
             ),
+            dbt_state_aware=read("DBT_STATE_AWARE", True, _boolean, f"one of {', '.join(TRUE_WORDS + FALSE_WORDS)}"),
             crm_url=read("CRM_URL", "http://127.0.0.1:8765", _http_url, http),
             crm_id_property=read(
                 "CRM_ID_PROPERTY", "tidewater_customer_id", _property_name, "a CRM property name such as customer_id"

@@ -8,6 +8,7 @@ that names each quarantined file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,6 +58,17 @@ def files_for_days(store: LandingStore, contract: SourceTable, days: list[date])
             if parsed.name == contract.file and parsed.day in wanted:
                 found[landing_key] = (obj, obj.key)
     return [(key, obj, stored_at) for key, (obj, stored_at) in sorted(found.items())]
+
+
+def files_version(store: LandingStore, contract: SourceTable, days: list[date]) -> dg.DataVersion:
+    """The data version of `contract`'s partitions of `days`: a hash of the landing key and ETag of every file of
+    those days the store holds (loaded ones under processed/ included, quarantined ones not). Loading the same files
+    again gives the same version, so the dbt models downstream are not rebuilt for it (state-aware runs: see
+    `transformation.state`); a new or changed file gives a new one."""
+    digest = hashlib.sha256(f"{contract.qualified_name}|{','.join(d.isoformat() for d in sorted(days))}".encode())
+    for landing_key, obj, _ in files_for_days(store, contract, days):
+        digest.update(f"\n{landing_key}|{obj.etag}".encode())
+    return dg.DataVersion(digest.hexdigest()[:20])
 
 
 def arrived_keys(tags: Mapping[str, str]) -> list[str]:
@@ -130,11 +142,12 @@ class LoadOutcome:
     def check_result(self) -> dg.AssetCheckResult:
         return contract_result(self.rejected, found=self.checked)
 
-    def materialization(self) -> dg.MaterializeResult:
+    def materialization(self, version: dg.DataVersion | None = None) -> dg.MaterializeResult:
         """A run with no rejected file: its metadata, and the passed check inside it. The check result comes with
         the materialization: it judges this load, and a load of another day that finishes meanwhile cannot make it
-        look like the verdict on an older table (see `assets.contract_failed`)."""
-        return dg.MaterializeResult(metadata=self.metadata(), check_results=[self.check_result()])
+        look like the verdict on an older table (see `assets.contract_failed`). `version`: the partition's data
+        version (`files_version`)."""
+        return dg.MaterializeResult(metadata=self.metadata(), check_results=[self.check_result()], data_version=version)
 
     def failure(self) -> dg.Failure:
         """The step failure of a run that quarantined files: names each file, why, and where it went."""

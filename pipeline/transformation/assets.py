@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from ..core.resources import DbtArtifactsResource
 from ..core.settings import WAREHOUSE_POOL, Settings
 from ..fastpaths.check_targets import latest_materialization_target
 from ..fastpaths.dagster_dbt import indirect_selection, subset_selection_without_copy
+from . import state
 from .artifacts import (
     ArtifactStore,
     remove_invocation_folder,
@@ -38,6 +40,7 @@ from .artifacts import (
 )
 from .dbt_launcher import seeds_feeding_sources
 from .project import dbt_project, dbt_resource
+from .state import StateMarks
 from .translator import PipelineTranslator
 
 EXTERNAL_SOURCES_GROUP = "external_sources"
@@ -162,6 +165,7 @@ def build_dbt_assets(
     translator: PipelineTranslator,
     partitions_def: dg.TimeWindowPartitionsDefinition | None,
     lookback_days: int,
+    state_aware: bool = True,
 ) -> list[dg.AssetsDefinition]:
     """`dbt_build` for the project (`manifest`: its parsed manifest, read once at load). The models the translator
     partitions (`partitioned_models`; DBT_PARTITION_INCREMENTAL, on by default) are `dbt_incremental` instead:
@@ -177,7 +181,15 @@ def build_dbt_assets(
 
     every_check: set[dg.AssetCheckKey] = set()  # of both steps: filled below, read by the steps at run time
     assets = [
-        _dbt_multi_asset(project, manifest, translator, "dbt_build", every_check, exclude=partitioned or None),
+        _dbt_multi_asset(
+            project,
+            manifest,
+            translator,
+            "dbt_build",
+            every_check,
+            exclude=partitioned or None,
+            state_aware=state_aware,
+        ),
     ]
     if partitioned:
         assets.append(
@@ -190,6 +202,7 @@ def build_dbt_assets(
                 select=partitioned,
                 partitions_def=partitions_def,
                 extra_args=window_vars,
+                state_aware=state_aware,
             )
         )
     every_check.update(key for asset in assets for key in asset.check_keys)
@@ -207,6 +220,7 @@ def _dbt_multi_asset(
     exclude: str | None = None,
     partitions_def: dg.PartitionsDefinition | None = None,
     extra_args: Callable[[dg.AssetExecutionContext], list[str]] | None = None,
+    state_aware: bool = True,
 ) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=manifest,
@@ -229,6 +243,14 @@ def _dbt_multi_asset(
         step = context.op.name
         extra = [*(extra_args(context) if extra_args else []), *dbt_log_args(dbt)]
         redo = retry_selection(store, context.run_id, step, attempt, manifest) if attempt else None
+        decision, nodes = state.plan_step(context, manifest, state_aware, retry=attempt > 0, now=time.time())
+        if decision.reuse:
+            context.log.info(state.summary(decision))
+            yield from state.reused_events(context, decision, nodes)
+        if not decision.build:
+            context.log.info("Nothing to build: every selected dbt node is unchanged (no dbt invocation)")
+            return
+        marks = StateMarks(decision, nodes, context.run_id)
         with dbt_env_defaults():
             if redo:
                 context.log.info(
@@ -237,6 +259,11 @@ def _dbt_multi_asset(
                 )
                 # Our selection, not the step's (dbt would union the two): then report events as the step's.
                 args = ["build", *extra, "--select", " ".join(redo)]
+                invocation = dbt.cli(args, manifest=manifest, dagster_dbt_translator=translator)
+                invocation.context = context
+            elif decision.reuse:  # a state-aware run builds part of the selection: exactly those nodes
+                unique_ids = {nodes[k].unique_id for k in decision.build}
+                args = ["build", *extra, "--select", dbt_selection(manifest, unique_ids)]
                 invocation = dbt.cli(args, manifest=manifest, dagster_dbt_translator=translator)
                 invocation.context = context
             elif (subset := subset_selection_without_copy(context, manifest, translator)) is not None:
@@ -251,7 +278,7 @@ def _dbt_multi_asset(
                 invocation = dbt.cli(["build", *extra], context=context)
         run_results: dict[str, Any] | None = None
         try:
-            yield from events_with_run_metadata(invocation, getattr(dbt, "duckdb_path", None), every_check)
+            yield from events_with_run_metadata(invocation, getattr(dbt, "duckdb_path", None), every_check, marks)
         except DagsterDbtCliRuntimeError as exc:
             run_results = read_run_results(invocation)
             _fail(exc, run_results)
@@ -323,6 +350,7 @@ def events_with_run_metadata(
     invocation: DbtCliInvocation,
     duckdb_path: str | None = None,
     every_check: AbstractSet[dg.AssetCheckKey] = frozenset(),
+    marks: StateMarks | None = None,
 ) -> Iterator[Any]:
     """Stream a dbt invocation's events, each model's with its figures (`ModelFigures`), as dbt reports them.
 
@@ -338,11 +366,12 @@ def events_with_run_metadata(
     adapter = invocation.adapter
     if duckdb_path is None and adapter is not None and adapter.type() == "duckdb":
         duckdb_path = str(adapter.config.credentials.path)
+    figures = ModelFigures(invocation.context, marks)
     if duckdb_path is None:
-        yield from invocation.stream().fetch_row_counts()
+        for event in invocation.stream().fetch_row_counts():
+            yield figures.mark(event)
         return
 
-    figures = ModelFigures(invocation.context)
     elsewhere = ChecksOfOtherSteps(invocation, every_check)
     failure: BaseException | None = None
     try:
@@ -437,7 +466,10 @@ class ModelFigures:
     with them. Materializations leave in the order dbt reported them, which is the topological order Dagster
     requires; what is still held when dbt ends (behind a test that did not run) is yielded then."""
 
-    def __init__(self, context: dg.AssetExecutionContext | dg.OpExecutionContext | None) -> None:
+    def __init__(
+        self, context: dg.AssetExecutionContext | dg.OpExecutionContext | None, marks: StateMarks | None = None
+    ) -> None:
+        self._marks = marks
         self._keys_by_output = {}
         self._expected: dict[dg.AssetKey, int] = {}
         if context is not None and context.has_assets_def:
@@ -475,8 +507,17 @@ class ModelFigures:
         if key in self._expected:  # the step selected checks (dbt tests) of this model
             passed = sum(1 for c in checks if c.passed)
             extra.update(dbt_tests_passed=passed, dbt_tests_failed=len(checks) - passed)
-        yield event.with_metadata({**event.metadata, **extra})
+        yield self._marked(key, event, extra)
         yield from checks
+
+    def _marked(self, key: dg.AssetKey | None, event: Any, extra: dict[str, Any]) -> Any:
+        if self._marks is None:
+            return event.with_metadata({**event.metadata, **extra}) if extra else event
+        return self._marks.apply(key, event, extra)
+
+    def mark(self, event: Any) -> Any:
+        """An event of dagster-dbt's own stream, with the state when it is an output of a node of the step."""
+        return self._marked(self._key(event), event, {})
 
     def rest(self) -> Iterator[Any]:
         for key in list(self._held):
@@ -576,6 +617,7 @@ def _dbt_stage(
                     translator,
                     partitions_def if partitioned else None,
                     settings.dbt_window_lookback_days,
+                    settings.dbt_state_aware,
                 ),
                 *external_source_specs(manifest, key_of, ingested, skip=fed.keys()),
             ],
