@@ -100,8 +100,12 @@ bench: parse
 # A pull request's check (pipeline/slim_ci.py): production's manifest from DBT_ARTIFACTS_URL, a copy of production's
 # warehouse (SLIM_CI_PRODUCTION_DUCKDB_PATH, default DUCKDB_PATH) in SLIM_CI_DUCKDB_PATH, `dbt build --select
 # state:modified+ --defer`, the impact report in .data/ci/report/ (SLIM_CI_ARGS="--report-dir DIR" to move it).
+# The settings it reads that .env may set (those set in the environment reach it anyway).
+SLIM_CI_SETTINGS := DBT_TARGET DBT_ARTIFACTS_URL LANDING_ENDPOINT_URL LANDING_REGION SLIM_CI_DUCKDB_PATH \
+	SLIM_CI_PRODUCTION_DUCKDB_PATH
 slim-ci: install
-	DBT_PROJECT_DIR=$(DBT_PROJECT_DIR) DBT_PROFILES_DIR=$(DBT_PROFILES_DIR) DUCKDB_PATH=$(DUCKDB_PATH) \
+	$(foreach name,$(SLIM_CI_SETTINGS),$(if $($(name)),$(name)='$($(name))')) \
+		DBT_PROJECT_DIR=$(DBT_PROJECT_DIR) DBT_PROFILES_DIR=$(DBT_PROFILES_DIR) DUCKDB_PATH=$(DUCKDB_PATH) \
 		$(BIN)/python -m pipeline.slim_ci $(SLIM_CI_ARGS)
 
 clean:

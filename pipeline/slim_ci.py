@@ -213,6 +213,7 @@ def copy_production(production: Path, ci: Path) -> None:
             f"No production warehouse at {production} ({SLIM_CI_PRODUCTION_DUCKDB_PATH}, default DUCKDB_PATH): slim "
             "CI builds on a copy of it. Point the setting at production's DuckDB file or at a snapshot of it."
         )
+    log.info("Copying the production warehouse %s to %s", production, ci)
     ci.parent.mkdir(parents=True, exist_ok=True)
     for stale in (ci, ci.with_name(ci.name + ".wal")):
         stale.unlink(missing_ok=True)
@@ -393,7 +394,6 @@ def slim_ci(report_dir: Path, environ: Mapping[str, str] | None = None) -> Repor
     )
     with environment(DUCKDB_PATH=str(ci)):
         check_ci_target(settings, ci, production)
-        log.info("Copying the production warehouse %s to %s", production, ci)
         copy_production(production, ci)
         seconds["copy"] = time.monotonic() - started
         outcome = run_dbt(settings, state_dir if manifest is not None else None)
