@@ -45,6 +45,7 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+from dagster_dbt.asset_utils import DAGSTER_DBT_UNIQUE_ID_METADATA_KEY
 
 from .core.settings import (
     CI_DIR,
@@ -68,8 +69,6 @@ BUILT_TYPES = ("model", "seed", "snapshot")
 TEST_TYPES = ("test", "unit_test")
 #: run_results statuses of a failure (a skip follows an upstream failure, which is counted already)
 FAILED = {"error", "fail", "runtime error"}
-#: dagster-dbt's metadata key naming the dbt node of an asset
-DBT_UNIQUE_ID = "dagster_dbt/unique_id"
 #: the name production is attached under while it is copied (never the CI file's own catalog name)
 PRODUCTION_ALIAS = "slim_ci_production"
 
@@ -348,7 +347,7 @@ def dagster_impact(built: Sequence[str]) -> list[dict[str, Any]]:
     dbt_keys = {
         uid: key
         for key in graph.get_all_asset_keys()
-        if (uid := graph.get(key).metadata.get(DBT_UNIQUE_ID)) is not None
+        if (uid := graph.get(key).metadata.get(DAGSTER_DBT_UNIQUE_ID_METADATA_KEY)) is not None
     }
     roots = [dbt_keys[uid] for uid in built if uid in dbt_keys]
     if not roots:
@@ -369,6 +368,19 @@ def dagster_impact(built: Sequence[str]) -> list[dict[str, Any]]:
     return assets
 
 
+class Stopwatch:
+    """Seconds per step, for the report."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        self.seconds[step] = round(now - self._last, 2)
+        self._last = now
+
+
 def slim_ci(report_dir: Path, environ: Mapping[str, str] | None = None) -> Report:
     """Run the whole check (see the module docstring); raises SetupError for exit status 2."""
     try:
@@ -377,8 +389,7 @@ def slim_ci(report_dir: Path, environ: Mapping[str, str] | None = None) -> Repor
     except ConfigurationError as exc:
         raise SetupError(str(exc)) from None
     refuse_production(ci, production)
-    seconds: dict[str, float] = {}
-    started = time.monotonic()
+    watch = Stopwatch()
     state_dir = report_dir / "production"
     manifest, reason = production_manifest(settings, state_dir)
     if manifest is not None:
@@ -391,36 +402,42 @@ def slim_ci(report_dir: Path, environ: Mapping[str, str] | None = None) -> Repor
         production_manifest=f"{settings.dbt_artifacts_url.rstrip('/')}/{PRODUCTION_MANIFEST}",
         build="slim" if manifest is not None else "full",
         full_build_reason=reason,
+        seconds=watch.seconds,
     )
+    watch.lap("manifest")
     with environment(DUCKDB_PATH=str(ci)):
         check_ci_target(settings, ci, production)
         copy_production(production, ci)
-        seconds["copy"] = time.monotonic() - started
+        watch.lap("copy")
         outcome = run_dbt(settings, state_dir if manifest is not None else None)
-        seconds["dbt"] = time.monotonic() - started - seconds["copy"]
-        if outcome.fallback_reason:
-            report.build, report.full_build_reason = "full", outcome.fallback_reason
-        if outcome.error:
-            report.errors.append(outcome.error)
-        results = {r["unique_id"]: r for r in (outcome.run_results or {}).get("results", [])}
-        modified = set(outcome.modified or [])
-        if outcome.modified is not None and report.build == "slim":
-            report.modified = [node_entry(outcome.manifest, uid, results.get(uid)) for uid in outcome.modified]
-        for uid in sorted(results):
-            entry = node_entry(outcome.manifest, uid, results[uid])
-            if entry["resource_type"] in TEST_TYPES:
-                report.tests.append(entry)
-            elif uid not in modified:
-                report.downstream.append(entry)
-        built = [uid for uid in results if uid.split(".", 1)[0] in BUILT_TYPES]
+        watch.lap("dbt")
+        built = record_dbt(report, outcome)
         if built:
             try:
                 report.dagster_assets = dagster_impact(built)
             except Exception as exc:  # the pull request breaks the code location: that is the finding
                 report.errors.append(f"the code location does not load with this change: {exc}")
-        seconds["impact"] = time.monotonic() - started - seconds["copy"] - seconds["dbt"]
-    report.seconds = {step: round(s, 2) for step, s in seconds.items()}
+        watch.lap("impact")
     return report
+
+
+def record_dbt(report: Report, outcome: DbtOutcome) -> list[str]:
+    """Put dbt's outcome in the report: modified nodes, the others built, tests; returns the nodes built."""
+    if outcome.fallback_reason:
+        report.build, report.full_build_reason = "full", outcome.fallback_reason
+    if outcome.error:
+        report.errors.append(outcome.error)
+    results = {r["unique_id"]: r for r in (outcome.run_results or {}).get("results", [])}
+    modified = outcome.modified if report.build == "slim" else None
+    if modified is not None:
+        report.modified = [node_entry(outcome.manifest, uid, results.get(uid)) for uid in modified]
+    for uid in sorted(results):
+        entry = node_entry(outcome.manifest, uid, results[uid])
+        if entry["resource_type"] in TEST_TYPES:
+            report.tests.append(entry)
+        elif uid not in (modified or ()):
+            report.downstream.append(entry)
+    return [uid for uid in results if uid.split(".", 1)[0] in BUILT_TYPES]
 
 
 def write_report(report: Report, report_dir: Path) -> None:
