@@ -315,7 +315,11 @@ def run_dbt(settings: Settings, state_dir: Path | None) -> DbtOutcome:
     results_file.unlink(missing_ok=True)
     built = runner.invoke(["build", *selection, *common])
     run_results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.exists() else None
-    error = None if run_results is not None else f"dbt build stopped before running anything: {built.exception}"
+    error = None  # failed models and tests are no error here: their results say so
+    if run_results is None:
+        error = f"dbt build stopped before running anything: {built.exception}"
+    elif built.exception is not None:
+        error = f"dbt build failed: {built.exception}"
     return DbtOutcome(modified, run_results, parsed.result, fallback, error)
 
 
