@@ -37,6 +37,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -108,7 +109,6 @@ class Report:
         return json.dumps({**asdict(self), "failed": self.failed, "exit_code": self.exit_code}, indent=2)
 
     def to_markdown(self) -> str:
-        failed_tests = [t for t in self.tests if t["status"] in FAILED]
         failures = {n["unique_id"]: n for n in [*(self.modified or []), *self.downstream, *self.tests]}
         failed = [n for n in failures.values() if n.get("status") in FAILED]
         verdict = "**failed**" if self.failed else "**passed**"
@@ -135,8 +135,9 @@ class Report:
             f"- `{a['key']}` ({a['kind']}, group {a['group']}), after {', '.join(f'`{p}`' for p in a['upstream'])}"
             for a in self.dagster_assets
         ] or ["- none"]
-        passed = sum(1 for t in self.tests if t["status"] == "pass")
-        lines += ["", f"## Tests ({len(self.tests)} run: {passed} passed, {len(failed_tests)} failed)", ""]
+        by_status = Counter(t["status"] for t in self.tests)
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
+        lines += ["", f"## Tests ({len(self.tests)}{': ' + counts if counts else ''})", ""]
         for node in failed:
             message = " ".join((node.get("message") or "").split())[:300]
             lines.append(f"- **{node['status']}** `{node['name']}` ({node['resource_type']}): {message}")
