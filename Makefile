@@ -37,13 +37,14 @@ DEV_ENV = PATH=$(CURDIR)/$(BIN):$$PATH DAGSTER_HOME=$(DAGSTER_HOME) DBT_PROJECT_
 	LANDING_URL=$(LANDING_URL) DUCKDB_PATH=$(DUCKDB_PATH) CRM_URL=$(CRM_URL) CRM_TOKEN=$(CRM_TOKEN) \
 	WEBHOOK_URL=$(WEBHOOK_URL) WEBHOOK_SECRET=$(WEBHOOK_SECRET) DAGSTER_UI_BASE_URL=$(DAGSTER_UI_BASE_URL)
 
-.PHONY: help install parse demo-data dev test lint fmt bench clean
+.PHONY: help install parse demo-data dev test lint fmt bench slim-ci clean
 
 help:
 	@echo "make dev    install, parse dbt, generate demo data, start the local CRM and dagster dev on :$(DAGSTER_PORT)"
 	@echo "make test   install, parse dbt, run the test suite"
 	@echo "make lint   ruff check + format check + import layering     make fmt   ruff fix + format"
 	@echo "make bench  the benchmark suite (not part of make test)"
+	@echo "make slim-ci  build what this checkout changed against a copy of production, and report the impact"
 
 $(UV):
 	$(PYTHON) -m venv .bootstrap
@@ -95,6 +96,17 @@ fmt: install
 
 bench: parse
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# A pull request's check (pipeline/slim_ci.py): production's manifest from DBT_ARTIFACTS_URL, a copy of production's
+# warehouse (SLIM_CI_PRODUCTION_DUCKDB_PATH, default DUCKDB_PATH) in SLIM_CI_DUCKDB_PATH, `dbt build --select
+# state:modified+ --defer`, the impact report in .data/ci/report/ (SLIM_CI_ARGS="--report-dir DIR" to move it).
+# The settings it reads that .env may set (those set in the environment reach it anyway).
+SLIM_CI_SETTINGS := DBT_TARGET DBT_ARTIFACTS_URL LANDING_ENDPOINT_URL LANDING_REGION SLIM_CI_DUCKDB_PATH \
+	SLIM_CI_PRODUCTION_DUCKDB_PATH
+slim-ci: install
+	$(foreach name,$(SLIM_CI_SETTINGS),$(if $($(name)),$(name)='$($(name))')) \
+		DBT_PROJECT_DIR=$(DBT_PROJECT_DIR) DBT_PROFILES_DIR=$(DBT_PROFILES_DIR) DUCKDB_PATH=$(DUCKDB_PATH) \
+		$(BIN)/python -m pipeline.slim_ci $(SLIM_CI_ARGS)
 
 clean:
 	rm -rf .data .dagster_home $(DBT_PROJECT_DIR)/target $(DBT_PROJECT_DIR)/logs

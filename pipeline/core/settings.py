@@ -416,3 +416,26 @@ def secret(name: str, environ: Mapping[str, str] | None = None) -> dg.EnvVar | N
         raise KeyError(f"{name} is not a known secret: {SECRET_NAMES}")
     env = os.environ if environ is None else environ
     return dg.EnvVar(name) if env.get(name) else None
+
+
+#: The slim CI command's warehouses (pipeline/slim_ci.py), read there only: the code location never opens them.
+SLIM_CI_DUCKDB_PATH = "SLIM_CI_DUCKDB_PATH"
+SLIM_CI_PRODUCTION_DUCKDB_PATH = "SLIM_CI_PRODUCTION_DUCKDB_PATH"
+#: where the CI warehouse and the report go by default
+CI_DIR = DATA_DIR / "ci"
+
+
+def slim_ci_paths(warehouse_path: Path, environ: Mapping[str, str] | None = None) -> tuple[Path, Path]:
+    """(CI warehouse, production warehouse) of the slim CI command.
+
+    Production is SLIM_CI_PRODUCTION_DUCKDB_PATH (production's file, or a snapshot of it), else DUCKDB_PATH
+    (`warehouse_path`). The CI warehouse is SLIM_CI_DUCKDB_PATH, else a file of DUCKDB_PATH's name in `.data/ci/`:
+    the same base name as production's, since dbt-duckdb names the catalog after the file and `--defer` resolves
+    unbuilt models to production's relation names (`warehouse.main.dim_customers`).
+    """
+    read = _Reader(os.environ if environ is None else environ)
+    production = read(SLIM_CI_PRODUCTION_DUCKDB_PATH, warehouse_path, _file_path, "a file path (not a folder)")
+    ci = read(SLIM_CI_DUCKDB_PATH, CI_DIR / warehouse_path.name, _file_path, "a file path (not a folder)")
+    if read.problems:
+        raise SettingsError(read.problems)
+    return ci, production

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.core.settings import REPO_ROOT, Settings, SettingsError, alert_routes, secret, store_url
+from pipeline.core.settings import REPO_ROOT, Settings, SettingsError, alert_routes, secret, slim_ci_paths, store_url
 
 
 def dbt_project(root: Path) -> Path:
@@ -225,3 +225,15 @@ def test_secrets_are_env_vars_never_values():
     assert secret("SLACK_WEBHOOK_URL", {}) is None
     with pytest.raises(KeyError):
         secret("DUCKDB_PATH", {})
+
+
+def test_slim_ci_paths(tmp_path: Path):
+    production = tmp_path / "prod" / "lake.duckdb"
+    ci, copied = slim_ci_paths(production, {})
+    assert copied == production, "production's own file unless a snapshot is named"
+    assert ci == REPO_ROOT / ".data" / "ci" / "lake.duckdb", "production's file name: its catalog name"
+    snapshot, own = tmp_path / "snap" / "lake.duckdb", tmp_path / "ci" / "lake.duckdb"
+    env = {"SLIM_CI_PRODUCTION_DUCKDB_PATH": str(snapshot), "SLIM_CI_DUCKDB_PATH": str(own)}
+    assert slim_ci_paths(production, env) == (own, snapshot)
+    with pytest.raises(SettingsError, match=r"SLIM_CI_DUCKDB_PATH='.*': expected a file path \(not a folder\)"):
+        slim_ci_paths(production, {"SLIM_CI_DUCKDB_PATH": str(tmp_path)})
