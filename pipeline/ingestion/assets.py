@@ -12,7 +12,7 @@ from ..core.resources import LandingResource, WarehouseResource
 from ..core.settings import WAREHOUSE_POOL, Settings
 from ..fastpaths.check_targets import latest_materialization_target
 from .contracts import CONTRACT_CHECK, SourceTable, load_contracts
-from .ingest import files_version, load_files, select_files
+from .ingest import load_files, select_files
 from .quarantine import ProcessedAction
 from .sensor import build_arrival_sensor
 
@@ -110,7 +110,7 @@ def build_ingestion_asset(
         if outcome.rejected:
             yield contract_failed(key, outcome.check_result(), context.instance)
             raise outcome.failure()
-        yield outcome.materialization(files_version(store, contract, partition_days(context)))
+        yield outcome.materialization(selection.data_version(store))
 
     return _ingest
 

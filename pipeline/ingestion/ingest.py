@@ -60,13 +60,13 @@ def files_for_days(store: LandingStore, contract: SourceTable, days: list[date])
     return [(key, obj, stored_at) for key, (obj, stored_at) in sorted(found.items())]
 
 
-def files_version(store: LandingStore, contract: SourceTable, days: list[date]) -> dg.DataVersion:
-    """The data version of `contract`'s partitions of `days`: a hash of the landing key and ETag of every file of
-    those days the store holds (loaded ones under processed/ included, quarantined ones not). Loading the same files
+def files_version(contract: SourceTable, days: list[date], files: list[LandedFile]) -> dg.DataVersion:
+    """The data version of `contract`'s partitions of `days`, holding `files` (every file of those days the store
+    holds, loaded ones under processed/ included): a hash of their landing keys and ETags. Loading the same files
     again gives the same version, so the dbt models downstream are not rebuilt for it (state-aware runs: see
     `transformation.state`); a new or changed file gives a new one."""
     digest = hashlib.sha256(f"{contract.qualified_name}|{','.join(d.isoformat() for d in sorted(days))}".encode())
-    for landing_key, obj, _ in files_for_days(store, contract, days):
+    for landing_key, obj, _ in sorted(files):
         digest.update(f"\n{landing_key}|{obj.etag}".encode())
     return dg.DataVersion(digest.hexdigest()[:20])
 
@@ -110,6 +110,12 @@ class Selection:
             f"No file of {self.contract.qualified_name} in {self.requested} is still in the landing prefix: already"
             " loaded by an earlier run"
         )
+
+    def data_version(self, store: LandingStore) -> dg.DataVersion:
+        """The loaded partitions' data version (`files_version`), once the run loaded its files: its days are listed
+        again, as the files are now (a loaded file moved under processed/ may have another ETag there than in the
+        landing prefix, and an arrival run's own files are not all of its days' files)."""
+        return files_version(self.contract, self.days, files_for_days(store, self.contract, self.days))
 
     def missing_message(self, store_url: str) -> str:
         """The failure of a run that found no file for its days: which table, which days, where it looked."""

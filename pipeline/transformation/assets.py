@@ -40,7 +40,6 @@ from .artifacts import (
 )
 from .dbt_launcher import seeds_feeding_sources
 from .project import dbt_project, dbt_resource
-from .state import StateMarks
 from .translator import PipelineTranslator
 
 EXTERNAL_SOURCES_GROUP = "external_sources"
@@ -250,7 +249,7 @@ def _dbt_multi_asset(
         if not decision.build:
             context.log.info("Nothing to build: every selected dbt node is unchanged (no dbt invocation)")
             return
-        marks = StateMarks(decision, nodes, context.run_id)
+        marks = state.StateMarks(decision, nodes, context.run_id)
         with dbt_env_defaults():
             if redo:
                 context.log.info(
@@ -350,7 +349,7 @@ def events_with_run_metadata(
     invocation: DbtCliInvocation,
     duckdb_path: str | None = None,
     every_check: AbstractSet[dg.AssetCheckKey] = frozenset(),
-    marks: StateMarks | None = None,
+    marks: state.StateMarks | None = None,
 ) -> Iterator[Any]:
     """Stream a dbt invocation's events, each model's with its figures (`ModelFigures`), as dbt reports them.
 
@@ -467,7 +466,7 @@ class ModelFigures:
     requires; what is still held when dbt ends (behind a test that did not run) is yielded then."""
 
     def __init__(
-        self, context: dg.AssetExecutionContext | dg.OpExecutionContext | None, marks: StateMarks | None = None
+        self, context: dg.AssetExecutionContext | dg.OpExecutionContext | None, marks: state.StateMarks | None = None
     ) -> None:
         self._marks = marks
         self._keys_by_output = {}
