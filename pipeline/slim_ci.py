@@ -38,8 +38,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ import dagster as dg
 import duckdb
 from dagster_dbt.asset_utils import DAGSTER_DBT_UNIQUE_ID_METADATA_KEY
 
+from .core.environment import environment
 from .core.settings import (
     CI_DIR,
     SLIM_CI_DUCKDB_PATH,
@@ -253,21 +253,6 @@ def check_ci_target(settings: Settings, ci: Path, production: Path) -> None:
     for attached in output.get("attach") or []:
         if same_file(Path(str(attached.get("path", ""))), production) and not attached.get("read_only"):
             raise SetupError(f"The dbt target in {profile} attaches production ({production}) without read_only: true.")
-
-
-@contextmanager
-def environment(**values: str) -> Iterator[None]:
-    """Set environment variables for the block (dbt in this process reads them), then restore them."""
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @dataclass

@@ -47,6 +47,7 @@ from dagster_dbt.asset_utils import (
 )
 from packaging import version
 
+from ..core.environment import environment
 from . import enabled as fast_paths_enabled
 
 logger = logging.getLogger(__name__)
@@ -147,15 +148,5 @@ def subset_selection_without_copy(
 @contextlib.contextmanager
 def indirect_selection(value: str | None) -> Iterator[None]:
     """DBT_INDIRECT_SELECTION set to `value` (when not None) while dagster-dbt starts dbt."""
-    if value is None:
+    with environment(**({DBT_INDIRECT_SELECTION_ENV: value} if value is not None else {})):
         yield
-        return
-    before = os.environ.get(DBT_INDIRECT_SELECTION_ENV)
-    os.environ[DBT_INDIRECT_SELECTION_ENV] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(DBT_INDIRECT_SELECTION_ENV, None)
-        else:
-            os.environ[DBT_INDIRECT_SELECTION_ENV] = before

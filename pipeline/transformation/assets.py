@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache, lru_cache
@@ -26,6 +26,7 @@ from dagster_dbt.asset_utils import get_asset_check_key_for_test
 from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 
 from ..automation.conditions import dbt_depth
+from ..core.environment import environment
 from ..core.resources import DbtArtifactsResource
 from ..core.settings import WAREHOUSE_POOL, Settings
 from ..fastpaths.check_targets import latest_materialization_target
@@ -61,16 +62,9 @@ DBT_ENV_DEFAULTS = {
 }
 
 
-@contextmanager
-def dbt_env_defaults() -> Iterator[None]:
+def dbt_env_defaults() -> AbstractContextManager[None]:
     """Set `DBT_ENV_DEFAULTS` that the environment does not set, while dagster-dbt starts dbt."""
-    added = [name for name in DBT_ENV_DEFAULTS if name not in os.environ]
-    os.environ.update({name: DBT_ENV_DEFAULTS[name] for name in added})
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
+    return environment(**{name: value for name, value in DBT_ENV_DEFAULTS.items() if name not in os.environ})
 
 
 #: dbt is retried when it *errored* (a lock, a dropped connection): the retry runs only what the failed attempt did
