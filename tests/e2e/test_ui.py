@@ -45,7 +45,7 @@ BACKFILLS_QUERY = """
 { partitionBackfillsOrError { __typename ... on PartitionBackfills { results { id status tags { key value } } } } }
 """
 #: Tag of the backfills declarative automation emits (a backlog of several days); the UI's has none.
-AUTOMATION_TAG = "dagster/automation_condition"
+AUTOMATION_TAG = "dagster/from_automation_condition"
 BACKFILL_QUERY = """
 query ($id: String!) {
   partitionBackfillOrError(backfillId: $id) {
