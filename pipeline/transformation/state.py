@@ -49,6 +49,8 @@ CODE_VERSION_TAG = "dagster/code_version"
 STATE = "dbt_state"
 REASON = "dbt_state_reason"
 INPUTS = "dbt_state_inputs"
+BUILT_IN_RUN = "dbt_state_built_in_run"
+ROW_COUNT = "dagster/row_count"
 #: more materializations of one parent than this since a model's build: counted as changed without looking closer
 MAX_NEW_RECORDS = 50
 PERIODS = {"minute": 60, "hour": 3600, "day": 86400}
@@ -348,7 +350,12 @@ def reused_events(
     output_names = {key: name for name, key in context.assets_def.keys_by_output_name.items()}
     for key, records in decision.reused_records.items():
         node = nodes[key]
-        metadata = {STATE: "reused", REASON: decision.reuse[key], INPUTS: decision.inputs_of(node)}
+        metadata = {
+            STATE: "reused",
+            REASON: decision.reuse[key],
+            INPUTS: decision.inputs_of(node),
+            **carried_over(records[-1]),
+        }
         versions = {_version(r) for r in records}
         if len(versions) == 1 and None not in versions:
             yield dg.Output(None, output_names[key], metadata=metadata, data_version=dg.DataVersion(versions.pop()))
@@ -358,6 +365,17 @@ def reused_events(
             if _version(record) is not None:
                 tags[DATA_VERSION_TAG] = _version(record)
             yield dg.AssetMaterialization(key, metadata=metadata, partition=_partition(record), tags=tags)
+
+
+def carried_over(record: dg.EventLogRecord) -> dict[str, Any]:
+    """What a reused node keeps from the build it reuses: its row count (the table is the same), and the run that
+    built it (`dbt_state_built_in_run`), so its page still shows both."""
+    materialization = record.asset_materialization
+    metadata = materialization.metadata if materialization else {}
+    kept: dict[str, Any] = {BUILT_IN_RUN: metadata[BUILT_IN_RUN].value if BUILT_IN_RUN in metadata else record.run_id}
+    if ROW_COUNT in metadata:
+        kept[ROW_COUNT] = metadata[ROW_COUNT].value
+    return kept
 
 
 def summary(decision: Decision) -> str:

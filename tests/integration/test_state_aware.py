@@ -82,6 +82,10 @@ def test_an_unchanged_build_rebuilds_nothing_and_a_new_file_only_its_cone(stack)
     states = dbt_states(second)
     assert set(states) == set(built) and set(states.values()) == {"reused"}, dbt_states(second, why=True)
     assert sync_meta(second)["sent"] == 0 and sync_meta(second)["planned"] == 0
+    reused = {
+        e.materialization.asset_key: e.materialization.metadata for e in second.get_asset_materialization_events()
+    }[dg.AssetKey("dim_customers")]
+    assert reused["dbt_state_built_in_run"].value == first.run_id, "a reused node names the run that built it"
     logs = [e.user_message for e in stack["instance"].all_logs(second.run_id) if "State-aware:" in e.user_message]
     assert len(logs) == 2 and all("0 to build" in line for line in logs), logs  # the two dbt steps
     assert any("Nothing to build" in e.user_message for e in stack["instance"].all_logs(second.run_id))
