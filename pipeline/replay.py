@@ -44,7 +44,9 @@ def replay(quarantined: str, *, in_process: bool, settings: Settings | None = No
     store = build_resources(settings)["landing"].store()
     key = release(store, quarantined)
     parsed = LandingKey.parse(key)
-    contract = next(c for c in load_contracts() if (c.system, c.file) == (parsed.system, parsed.name))
+    contract = next(
+        c for c in load_contracts(settings.landing_contracts_path) if (c.system, c.file) == (parsed.system, parsed.name)
+    )
     table = dg.AssetKey(contract.asset_key)
     tags = {LANDING_KEY_TAG: key, REPLAY_TAG: quarantined}
     log.info("Released %s to %s; loading %s partition %s", quarantined, key, table.to_user_string(), parsed.day)

@@ -28,6 +28,8 @@ import dagster as dg
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO_ROOT / ".data"
+#: the landing-file contracts the code location ships with (the demo's systems); LANDING_CONTRACTS_PATH replaces it
+CONTRACTS_PATH = REPO_ROOT / "pipeline" / "ingestion" / "contracts.yaml"
 
 #: The DuckDB file allows one writer process: every asset that writes the warehouse sits in this pool,
 #: whose limit is 1 in the instance config (devstack/dagster.yaml, deploy/dagster.production.yaml).
@@ -109,6 +111,13 @@ def _file_path(value: str) -> Path:
     path = _path(value)
     if path.is_dir():
         raise ValueError("")
+    return path
+
+
+def _existing_file(value: str) -> Path:
+    path = _path(value)
+    if not path.is_file():
+        raise ValueError(f"no file at {path}")
     return path
 
 
@@ -267,6 +276,8 @@ class Settings:
     landing_region: str | None
     landing_start_date: str
     landing_processed_action: str
+    #: the landing-file contracts (contracts.yaml): which systems deliver which files into which raw tables
+    landing_contracts_path: Path
     sensor_interval_seconds: int
     sensor_overlap_seconds: int
     sensor_lookback_days: int
@@ -322,6 +333,12 @@ class Settings:
             ),
             landing_processed_action=read(
                 "LANDING_PROCESSED_ACTION", "move", _choice(PROCESSED_ACTIONS), _one_of(PROCESSED_ACTIONS)
+            ),
+            landing_contracts_path=read(
+                "LANDING_CONTRACTS_PATH",
+                CONTRACTS_PATH,
+                _existing_file,
+                "the path of a contracts YAML file (see pipeline/ingestion/contracts.yaml)",
             ),
             sensor_interval_seconds=read(
                 "LANDING_SENSOR_INTERVAL_SECONDS", 30, _integer(1, 86_400), "a whole number of seconds, 1 to 86400"

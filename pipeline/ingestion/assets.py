@@ -121,7 +121,7 @@ def raw_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
 
 
 def ingestion_defs(settings: Settings) -> dg.Definitions:
-    contracts = load_contracts()
+    contracts = load_contracts(settings.landing_contracts_path)
     partitions = raw_partitions(settings)
     action = ProcessedAction(settings.landing_processed_action)
     return dg.Definitions(

@@ -18,8 +18,8 @@ from typing import Any
 import duckdb
 
 from ..core.config_files import MarkedDict, MarkedList, Problems, load_marked
+from ..core.settings import CONTRACTS_PATH
 
-CONTRACTS_PATH = Path(__file__).with_name("contracts.yaml")
 EXTRA_COLUMN_POLICIES = ("ignore", "load", "reject")
 SYSTEM_KEYS = ("description", "owner", "tables")
 TABLE_KEYS = ("file", "description", "primary_key", "columns", "extra_columns", "delimiter")

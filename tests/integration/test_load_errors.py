@@ -120,11 +120,9 @@ def test_a_bad_contract_fails_the_load_with_its_line(tmp_path, monkeypatch, demo
         .read_text()
         .replace("marketing_opt_in: BOOLEAN", "marketing_opt_in: BOOLEN")
     )
-    from pipeline.ingestion import assets, contracts
-
-    monkeypatch.setattr(assets, "load_contracts", lambda: contracts.load_contracts(bad))
     for name, value in clean_env(tmp_path).items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LANDING_CONTRACTS_PATH", str(bad))
     from pipeline.definitions import defs
 
     with pytest.raises(dg.DagsterInvalidDefinitionError) as info:

@@ -34,9 +34,12 @@ def test_defaults_point_inside_the_repository():
     assert s.crm_url == "http://127.0.0.1:8765"
     assert s.crm_batch_size == 100
     assert s.dbt_partition_incremental is True
+    assert s.landing_contracts_path == REPO_ROOT / "pipeline" / "ingestion" / "contracts.yaml"
 
 
 def test_environment_overrides(tmp_path: Path):
+    contracts = tmp_path / "contracts.yaml"
+    contracts.write_text("systems: {}\n")
     s = Settings.from_env(
         {
             "DUCKDB_PATH": str(tmp_path / "w.duckdb"),
@@ -49,6 +52,7 @@ def test_environment_overrides(tmp_path: Path):
             "MART_FRESHNESS_HOURS": "0.5",
             "PIPELINE_TIMEZONE": "Europe/Berlin",
             "DAILY_BUILD_CRON": "@daily",
+            "LANDING_CONTRACTS_PATH": str(contracts),
         }
     )
     assert s.warehouse_path == tmp_path / "w.duckdb"
@@ -60,6 +64,7 @@ def test_environment_overrides(tmp_path: Path):
     assert s.dbt_partition_incremental is False
     assert s.mart_freshness_hours == 0.5
     assert (s.timezone, s.daily_build_cron) == ("Europe/Berlin", "@daily")
+    assert s.landing_contracts_path == contracts
 
 
 def test_a_blank_value_means_the_default():
@@ -110,6 +115,8 @@ def test_a_blank_value_means_the_default():
         ("DBT_PROJECT_DIR", "/nonexistent/project", "the folder of a dbt project (holding dbt_project.yml)"),
         ("DBT_PROFILES_DIR", "/nonexistent/profiles", "the folder holding dbt's profiles.yml"),
         ("DUCKDB_PATH", "/tmp", "a file path (not a folder)"),
+        ("LANDING_CONTRACTS_PATH", "/nonexistent/contracts.yaml", "the path of a contracts YAML file"),
+        ("LANDING_CONTRACTS_PATH", "/tmp", "the path of a contracts YAML file"),
     ],
 )
 def test_a_bad_setting_names_the_variable_the_value_and_the_accepted_form(name, value, accepted):
