@@ -239,7 +239,7 @@ def _dbt_multi_asset(
         decision, nodes = state.plan_step(context, manifest, state_aware, retry=attempt > 0, now=time.time())
         if decision.reuse:
             context.log.info(state.summary(decision))
-            yield from state.reused_events(context, decision, nodes)
+            yield from state.reused_events(decision, nodes, state.read_elsewhere(context))
         if not decision.build:
             context.log.info("Nothing to build: every selected dbt node is unchanged (no dbt invocation)")
             return

@@ -145,3 +145,28 @@ def test_which_runs_are_state_aware():
     assert not applies(True, {"dagster/backfill": "abc", "pipeline/state_aware": "off"}, retry=False)
     assert not applies(True, {"dagster/backfill": "abc"}, retry=True), "a retry rebuilds what failed"
     assert not applies(False, {"dagster/backfill": "abc"}, retry=False)
+
+
+def test_parents_built_earlier_in_the_nodes_own_run_were_seen_and_a_later_run_changes_them(instance):
+    """A node built in the same run as its parents, after them, saw them (without asking the event log again); a
+    parent materialized by a later run with a new data version is new data."""
+
+    def run(seed_version: str, with_dim: bool) -> None:
+        @dg.asset(key=SEED, code_version="c1")
+        def seed():
+            return dg.MaterializeResult(data_version=dg.DataVersion(seed_version))
+
+        @dg.asset(key=DIM, deps=[SEED], code_version="d1")
+        def dim():
+            inputs = json.dumps({SEED.to_user_string(): 0})  # what the run's decision read: nothing yet
+            return dg.MaterializeResult(metadata={INPUTS: inputs}, data_version=dg.DataVersion("dim-v1"))
+
+        assert dg.materialize([seed, dim] if with_dim else [seed], instance=instance).success
+
+    run("seed-v1", with_dim=True)
+    dim_node = [Node(DIM, "d1", frozenset({SEED}))]
+    assert verdicts(instance, dim_node)["dim_customers"][0] == "reuse"
+    run("seed-v1", with_dim=False)  # materialized again, same version: no change
+    assert verdicts(instance, dim_node)["dim_customers"][0] == "reuse"
+    run("seed-v2", with_dim=False)
+    assert verdicts(instance, dim_node)["dim_customers"] == ("build", "new data in country_regions")
