@@ -155,6 +155,7 @@ def test_an_edited_model_builds_it_and_its_descendants_and_reports_the_crm_sync(
     assert report["tests"] and {t["status"] for t in report["tests"]} == {"pass"}
     assert "## Downstream Dagster assets" in output and "`crm_contacts_sync`" in output
     assert report["build"] == "slim" and report["exit_code"] == 0
+    assert list(report["seconds"]) == ["manifest", "copy", "parse", "compare", "build", "impact"]
     # The CI warehouse holds the rebuilt model, and production's models it did not rebuild.
     with duckdb.connect(str(tmp_path / "ci" / "warehouse.duckdb"), read_only=True) as conn:
         assert conn.execute("select count(*) from fct_orders").fetchone()[0] > 0
@@ -191,6 +192,7 @@ def test_without_a_production_manifest_it_builds_everything_and_says_why(product
     assert status == 0, output
     assert f"Full build: there is no production manifest at {empty}/latest/manifest.json (DBT_ARTIFACTS_URL)" in output
     assert report["build"] == "full" and report["modified"] is None
+    assert list(report["seconds"]) == ["manifest", "copy", "parse", "build", "impact"], "nothing to compare with"
     manifest = json.loads((checkout / "target" / "manifest.json").read_text())
     every = {u for u, n in manifest["nodes"].items() if n["resource_type"] in slim_ci.BUILT_TYPES}
     assert built(run_results) == every
