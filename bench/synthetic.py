@@ -315,9 +315,15 @@ def generate(
     test_share: float = 0.4,
     incremental_share: float = 0.04,
     create_database: bool = True,
+    landing: bool = False,
 ) -> Project:
     """Write the project into `path` (created; files of an earlier project of the same name are overwritten).
-    `models` counts the layered models; the reference and history models and the package's model come on top."""
+    `models` counts the layered models; the reference and history models and the package's model come on top.
+
+    `landing`: the source tables are raw tables of the code location's ingestion instead of tables the generator
+    creates: each source names its ingestion asset (`meta.dagster.asset_key: [raw, <table>]`, schema `raw`), the
+    profile's warehouse is DUCKDB_PATH, and `contracts.yaml` beside dbt_project.yml declares their landing files
+    (point LANDING_CONTRACTS_PATH at it; `write_landing_files` writes a day's files). No database is created."""
     path = Path(path)
     planned, source_names, snaps = plan(
         models,
@@ -331,11 +337,11 @@ def generate(
     seed_list = seeds()
     path.mkdir(parents=True, exist_ok=True)
     _write(path / "dbt_project.yml", _project_yml(planned))
-    _write(path / "profiles.yml", _PROFILES)
+    _write(path / "profiles.yml", _profiles(landing))
     _write_packages(path)
     _write(path / "macros" / "generate_schema_name.sql", _GENERATE_SCHEMA_NAME)
     _write(path / "macros" / "nullif_blank.sql", _NULLIF_BLANK)
-    _write(path / "models" / "_sources.yml", _sources_yml(source_names, seed_list))
+    _write(path / "models" / "_sources.yml", _sources_yml(source_names, seed_list, landing))
     _write(path / "models" / "_groups.yml", _groups_yml())
     _write(path / "models" / "_docs.md", _DOCS)
     tests = len(source_names)  # not_null on each source's id
@@ -377,7 +383,9 @@ def generate(
         unit_tests=unit_tests,
     )
     project.by_name = {m.name: m for m in planned}
-    if create_database:
+    if landing:
+        _write(path / CONTRACTS_FILE, _contracts_yml(source_names))
+    elif create_database:
         create_sources(project.database, source_names, rows)
     return project
 
@@ -401,6 +409,42 @@ def create_sources(database: Path, source_names: list[str], rows: int) -> None:
             )
 
 
+#: (landing) the contracts file written beside dbt_project.yml, and the landing system of its tables
+CONTRACTS_FILE = "contracts.yaml"
+LANDING_SYSTEM = "synth"
+SOURCE_COLUMNS = {"id": "BIGINT", "amount": "DOUBLE", "category": "VARCHAR", "updated_at": "TIMESTAMP"}
+
+
+def _contracts_yml(source_names: list[str]) -> str:
+    tables = {
+        name: {
+            "file": name,
+            "description": f"Synthetic raw table {name}: one file per landing day.",
+            "primary_key": ["id"],
+            "columns": dict(SOURCE_COLUMNS),
+        }
+        for name in source_names
+    }
+    system = {"description": "The synthetic project's source system.", "owner": OWNERS["operations"]}
+    return _dump({"systems": {LANDING_SYSTEM: {**system, "tables": tables}}})
+
+
+def write_landing_files(landing: Path, day: str, source_names: list[str], rows: int, first_id: int = 1) -> list[Path]:
+    """(landing) One CSV per source table for landing day `day` (YYYY-MM-DD): ids `first_id`.., the values
+    `create_sources` gives the same ids, `updated_at` on that day. Returns the files written."""
+    written = []
+    for number, name in enumerate(source_names):
+        lines = [",".join(SOURCE_COLUMNS)]
+        for i in range(first_id, first_id + rows):
+            amount = round(((i * 37 + number * 11) % 1000) / 10.0, 2)
+            category = CATEGORIES[(i + number) % len(CATEGORIES)]
+            lines.append(f"{i},{amount},{category},{day} {i % 24:02d}:00:00")
+        file = landing / LANDING_SYSTEM / day / f"{name}.csv"
+        _write(file, "\n".join(lines) + "\n")
+        written.append(file)
+    return written
+
+
 # --- files ---------------------------------------------------------------------------------------------------------
 
 
@@ -417,16 +461,24 @@ def _csv(s: Seed) -> str:
     return "\n".join([",".join(s.columns), *(",".join(row) for row in s.rows)]) + "\n"
 
 
-_PROFILES = f"""\
-# dbt runs with the working directory at the project (so does dagster-dbt): the warehouse is ./{DATABASE_FILE}.
+def _profiles(landing: bool) -> str:
+    if landing:  # the raw tables are the code location's: its warehouse
+        comment, path = "the code location's warehouse (its raw tables are the sources)", _LANDING_DATABASE
+    else:
+        comment, path = f"./{DATABASE_FILE}", DATABASE_FILE
+    return f"""\
+# dbt runs with the working directory at the project (so does dagster-dbt): the warehouse is {comment}.
 {PROJECT_NAME}:
   target: dev
   outputs:
     dev:
       type: duckdb
-      path: {DATABASE_FILE}
+      path: "{path}"
       threads: 4
 """
+
+
+_LANDING_DATABASE = "{{ env_var('DUCKDB_PATH', '" + DATABASE_FILE + "') }}"
 
 _GENERATE_SCHEMA_NAME = """\
 {#- A custom schema is used as it is (seeds in `reference`, snapshots in `snapshots`), as many projects do. -#}
@@ -552,16 +604,24 @@ def _write_packages(path: Path) -> None:
     )
 
 
-def _sources_yml(source_names: list[str], seed_list: list[Seed]) -> str:
+def _sources_yml(source_names: list[str], seed_list: list[Seed], landing: bool) -> str:
+    def table(name: str) -> dict:
+        spec: dict = {"name": name, "columns": [{"name": "id", "data_tests": ["not_null"]}]}
+        if landing:
+            spec["config"] = {"meta": {"dagster": {"asset_key": ["raw", name]}}}
+        return spec
+
     synth = {
         "name": SOURCE_NAME,
-        "schema": SOURCE_SCHEMA,
-        "description": "Tables the generator creates in the warehouse (stand-ins for loaded raw data).",
+        "schema": "raw" if landing else SOURCE_SCHEMA,
+        "description": "Raw tables the code location loads from landing files."
+        if landing
+        else "Tables the generator creates in the warehouse (stand-ins for loaded raw data).",
         "config": {
             "loaded_at_field": "updated_at",
             "freshness": {"warn_after": {"count": 1, "period": "day"}},
         },
-        "tables": [{"name": name, "columns": [{"name": "id", "data_tests": ["not_null"]}]} for name in source_names],
+        "tables": [table(name) for name in source_names],
     }
     reference = {
         "name": REFERENCE_SOURCE,

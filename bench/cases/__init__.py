@@ -1,7 +1,7 @@
 """The benchmark cases in the order `python -m bench` runs them; a new case: a module with `CASE`, listed here."""
 
 from ..harness import Case
-from . import activation, end_to_end, first_hour, ingest, load, overhead, sensor
+from . import activation, end_to_end, first_hour, ingest, load, overhead, sensor, state
 
 CASES: dict[str, Case] = {
     case.id: case
@@ -11,6 +11,7 @@ CASES: dict[str, Case] = {
         ingest.CASE,
         sensor.CASE,
         activation.CASE,
+        state.CASE,
         end_to_end.CASE,
         first_hour.CASE,
     )

@@ -18,7 +18,7 @@ from pipeline.core.settings import REPO_ROOT
 pytestmark = pytest.mark.integration
 
 QUICK_REPORT = REPO_ROOT / "bench" / "results" / "quick.md"
-CASES = ("p1", "p2", "p3", "p4", "p5")
+CASES = ("p1", "p2", "p3", "p4", "p5", "p6")
 
 
 def table_rows(markdown: str) -> list[list[str]]:

@@ -55,3 +55,44 @@ def test_parses_to_the_planned_shapes_and_builds(tmp_path):
         last = next(m.name for m in reversed(project.models) if m.kind == "layered" and m.materialized == "table")
         assert conn.execute(f"select count(*) = count(distinct id) from {last}").fetchone() == (True,)
         assert conn.execute("select count(*) from main.audit_runs").fetchone()[0] == 2  # the package's hook ran
+
+
+def test_with_landing_files_its_sources_are_ingestion_assets_and_a_day_builds(tmp_path, module_env):
+    """`generate(landing=True)` (bench P6): its contracts file, through LANDING_CONTRACTS_PATH, makes its source tables
+    raw ingestion assets upstream of its staging models; a day's files load and the whole graph builds on them (with
+    the default settings: its incremental models read raw tables, so they and their upstream are partitioned). The
+    quick bench (test_bench_quick, P6) runs its daily builds, slim CI and a new file on it."""
+    import dagster as dg
+
+    from bench.synthetic import CONTRACTS_FILE, write_landing_files
+
+    project = generate(tmp_path / "synthetic", 30, sources=3, landing=True)
+    day = "2026-11-30"
+    write_landing_files(tmp_path / "landing", day, project.sources, 50)
+    for name, value in {
+        "DBT_PROJECT_DIR": str(project.path),
+        "DBT_PROFILES_DIR": str(project.path),
+        "DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+        "LANDING_URL": str(tmp_path / "landing"),
+        "LANDING_CONTRACTS_PATH": str(project.path / CONTRACTS_FILE),
+        "LANDING_START_DATE": day,
+        "DBT_ARTIFACTS_URL": str(tmp_path / "artifacts"),
+    }.items():
+        module_env.setenv(name, value)
+    dbt_parse(project.path)
+    from pipeline.definitions import defs
+
+    definitions = defs()
+    specs = {s.key: s for s in definitions.resolve_all_asset_specs()}
+    raw = {dg.AssetKey(["raw", name]) for name in project.sources}
+    assert raw <= set(specs) and not any(s.group_name == "external_sources" for s in specs.values())
+    staging = [m for m in project.models if m.layer == 0 and m.kind == "layered"]
+    for model in staging:
+        assert {d.asset_key for d in specs[dg.AssetKey(model.name)].deps} == {dg.AssetKey(["raw", model.source])}
+
+    job = definitions.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(partition_key=day, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert result.success
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        assert conn.execute(f"select count(*) from raw.{project.sources[0]}").fetchone()[0] == 50
+        assert conn.execute(f"select count(*) from main.{staging[0].name}").fetchone()[0] == 50
