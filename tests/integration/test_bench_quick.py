@@ -15,7 +15,9 @@ import pytest
 
 from pipeline.core.settings import REPO_ROOT
 
-pytestmark = pytest.mark.integration
+#: The goals are set for the default configuration, fast paths on (P1 and P2 time them): with them off (CI's second
+#: run, which checks the pipeline's behaviour on public APIs) this smoke run would time what no goal is about.
+pytestmark = [pytest.mark.integration, pytest.mark.fastpaths]
 
 QUICK_REPORT = REPO_ROOT / "bench" / "results" / "quick.md"
 CASES = ("p1", "p2", "p3", "p4", "p5", "p6")
