@@ -19,6 +19,7 @@ from .core.settings import ConfigurationError, Settings
 from .fastpaths import dagster_patches
 from .ingestion.assets import CONTRACT_CHECK, ingestion_defs, raw_partitions
 from .transformation.assets import transformation_defs
+from .transformation.cloud import cloud_transformation_defs
 
 #: the dbt folder whose models are marts (groups come from folders): freshness-checked
 MARTS_GROUP = "marts"
@@ -86,7 +87,11 @@ def build_defs() -> dg.Definitions:
         dagster_patches.apply()
     ingestion = ingestion_defs(settings)
     ingested = {key for a in ingestion.assets or [] if isinstance(a, dg.AssetsDefinition) for key in a.keys}
-    dbt = transformation_defs(settings, ingested, raw_partitions(settings))
+    dbt = (  # dbt Core runs the project, or dbt Cloud does when its settings are set
+        cloud_transformation_defs(settings, ingested)
+        if settings.dbt_cloud is not None
+        else transformation_defs(settings, ingested, raw_partitions(settings))
+    )
     activation = activation_defs(settings, dbt, {key: [CONTRACT_CHECK] for key in ingested})
     stages = [ingestion, dbt.defs, activation]
     specs = [spec for stage in stages for spec in asset_specs(stage)]

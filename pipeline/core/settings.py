@@ -35,7 +35,14 @@ CONTRACTS_PATH = REPO_ROOT / "pipeline" / "ingestion" / "contracts.yaml"
 #: whose limit is 1 in the instance config (devstack/dagster.yaml, deploy/dagster.production.yaml).
 WAREHOUSE_POOL = "warehouse"
 
-SECRET_NAMES = ("CRM_TOKEN", "SLACK_WEBHOOK_URL", "WEBHOOK_SECRET")
+SECRET_NAMES = ("CRM_TOKEN", "SLACK_WEBHOOK_URL", "WEBHOOK_SECRET", "DBT_CLOUD_TOKEN")
+
+#: dbt Cloud's multi-tenant US address; other regions and single-tenant accounts set DBT_CLOUD_URL
+DBT_CLOUD_DEFAULT_URL = "https://cloud.getdbt.com"
+#: what a Dagster run does when the dbt Cloud job it would trigger already has a run in progress
+DBT_CLOUD_IF_RUNNING = ("wait", "skip")
+#: the dbt Cloud jobs' schedules, imported (`python -m pipeline.transformation.cloud_jobs`)
+DBT_CLOUD_SCHEDULES_PATH = REPO_ROOT / "pipeline" / "automation" / "dbt_cloud_schedules.yaml"
 
 
 #: What happens to a landing file after its load (pipeline.ingestion.quarantine.ProcessedAction).
@@ -162,7 +169,7 @@ def _landing_start(value: str) -> str:
     return value
 
 
-def _cron(value: str) -> str:
+def cron_expression(value: str) -> str:
     """What Dagster's schedules accept, checked by Dagster itself (5 fields or @daily-style, no Feb 30)."""
     try:
         dg.ScheduleDefinition(name="setting_check", cron_schedule=value, job_name="setting_check")
@@ -171,7 +178,7 @@ def _cron(value: str) -> str:
     return value
 
 
-def _timezone(value: str) -> str:
+def time_zone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
@@ -263,6 +270,33 @@ class _Reader:
 
 
 @dataclass(frozen=True)
+class DbtCloudSettings:
+    """The dbt Cloud engine (pipeline/transformation/cloud.py): set DBT_CLOUD_ACCOUNT_ID and the transformation stage
+    runs the project's `dbt build` as dbt Cloud runs instead of dbt Core. The token stays a secret: its variable's
+    name is kept here, its value is read where the client is built."""
+
+    account_id: int
+    project_id: int
+    environment_id: int
+    url: str
+    #: the dbt Cloud job Dagster triggers (with its commands overridden by the selection); created when absent.
+    #: None: dagster-dbt's own name for it, DAGSTER_ADHOC_JOB__<project>__<environment>
+    job_name: str | None
+    #: dbt selection of the project's nodes that become assets (dbt's --select / --exclude syntax)
+    select: str
+    exclude: str
+    poll_interval_seconds: float
+    timeout_seconds: float
+    #: wait: for a run of the job already in progress to end first; skip: end the step with the reason, build nothing
+    if_running: str
+    #: the imported dbt Cloud job schedules (loaded when the file exists)
+    schedules_path: Path
+    #: how often the polling sensor asks dbt Cloud for runs its own scheduler (or a person) started
+    sensor_interval_seconds: int
+    token_variable: str = "DBT_CLOUD_TOKEN"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Non-secret settings. Build with `Settings.from_env()` inside a definitions loader or a run.
 
@@ -312,6 +346,12 @@ class Settings:
     #: the speed-ups that rely on Dagster's, dagster-dbt's or dbt-duckdb's internals (pipeline/fastpaths/):
     #: auto (on with the versions they were verified against), on, off
     fast_paths: str = "auto"
+    #: None: dbt Core runs the project (the default); set: dbt Cloud does (DBT_CLOUD_ACCOUNT_ID and the rest)
+    dbt_cloud: DbtCloudSettings | None = None
+
+    @property
+    def dbt_engine(self) -> str:
+        return "cloud" if self.dbt_cloud is not None else "core"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -381,14 +421,15 @@ class Settings:
             webhook_url=read("WEBHOOK_URL", "http://127.0.0.1:8766/hooks", _http_url, http),
             sync_concurrency=read("SYNC_CONCURRENCY", 4, _integer(1, 64), "a whole number from 1 to 64"),
             ui_base_url=read("DAGSTER_UI_BASE_URL", "http://127.0.0.1:3000", _http_url, http),
-            timezone=read("PIPELINE_TIMEZONE", "UTC", _timezone, "an IANA time zone such as Europe/Berlin or UTC"),
-            daily_build_cron=read("DAILY_BUILD_CRON", "0 6 * * *", _cron, CRON),
-            raw_freshness_deadline_cron=read("RAW_FRESHNESS_DEADLINE_CRON", "0 9 * * *", _cron, CRON),
+            timezone=read("PIPELINE_TIMEZONE", "UTC", time_zone, "an IANA time zone such as Europe/Berlin or UTC"),
+            daily_build_cron=read("DAILY_BUILD_CRON", "0 6 * * *", cron_expression, CRON),
+            raw_freshness_deadline_cron=read("RAW_FRESHNESS_DEADLINE_CRON", "0 9 * * *", cron_expression, CRON),
             mart_freshness_hours=read(
                 "MART_FRESHNESS_HOURS", 26.0, _number(0, 8_784), "a number of hours above 0, at most 8784 (a year)"
             ),
             dbt_artifacts_url=read("DBT_ARTIFACTS_URL", str(DATA_DIR / "dbt_artifacts"), store_url, STORE_URL_FORM),
             fast_paths=read(FAST_PATHS_SETTING, "auto", _choice(FAST_PATHS_MODES), _one_of(FAST_PATHS_MODES)),
+            dbt_cloud=_dbt_cloud_settings(read),
         )
         # Read by dbt's profile and by the alert sensors, not kept here; their form is checked all the same.
         read("DBT_THREADS", 4, _integer(1, 256), "a whole number of threads, 1 to 256")
@@ -398,6 +439,69 @@ class Settings:
         if read.problems:
             raise SettingsError(read.problems)
         return settings
+
+
+def _dbt_cloud_settings(read: _Reader) -> DbtCloudSettings | None:
+    """DBT_CLOUD_*: None unless DBT_CLOUD_ACCOUNT_ID is set; then the project, the environment and the token are
+    required too (each missing one is a problem of its own)."""
+    ident = "a dbt Cloud id: a whole number (from the dbt Cloud URL, e.g. .../deploy/<account>/projects/<project>)"
+    account = read("DBT_CLOUD_ACCOUNT_ID", None, _integer(1), ident)
+    others = [  # the token alone may be set for other tools
+        name
+        for name in read.env
+        if name.startswith("DBT_CLOUD_") and name != "DBT_CLOUD_TOKEN" and (read.env.get(name) or "").strip()
+    ]
+    account_set = bool((read.env.get("DBT_CLOUD_ACCOUNT_ID") or "").strip())
+    if account is None and not account_set:
+        if others:
+            read.problems.append(
+                f"{', '.join(sorted(others))} set without DBT_CLOUD_ACCOUNT_ID: set it to run dbt on dbt Cloud, or"
+                " unset them to run it with dbt Core"
+            )
+        return None
+    required = [name for name in ("DBT_CLOUD_PROJECT_ID", "DBT_CLOUD_ENVIRONMENT_ID") if not read.env.get(name)]
+    if not (read.env.get("DBT_CLOUD_TOKEN") or "").strip():
+        required.append("DBT_CLOUD_TOKEN")
+    for name in required:
+        read.problems.append(f"{name} is not set: DBT_CLOUD_ACCOUNT_ID is, so dbt Cloud runs dbt and needs it")
+    seconds = "a number of seconds above 0, at most {}"
+    read("DBT_CLOUD_TOKEN", None, _token, "an API token (a service token, dbtc_...) without spaces", secret=True)
+    cloud = DbtCloudSettings(
+        account_id=account or 0,
+        project_id=read("DBT_CLOUD_PROJECT_ID", 0, _integer(1), ident),
+        environment_id=read("DBT_CLOUD_ENVIRONMENT_ID", 0, _integer(1), ident),
+        url=read(
+            "DBT_CLOUD_URL",
+            DBT_CLOUD_DEFAULT_URL,
+            _http_url,
+            "the https URL of your dbt Cloud account, e.g. https://emea.dbt.com or https://ab123.us1.dbt.com",
+        ),
+        job_name=read("DBT_CLOUD_JOB_NAME", None, _job_name, "a dbt Cloud job name (one line, at most 255 characters)"),
+        select=read("DBT_CLOUD_SELECT", "fqn:*", str, "a dbt selection such as `fqn:*` or `tag:nightly+`"),
+        exclude=read("DBT_CLOUD_EXCLUDE", "", str, "a dbt selection such as `tag:deprecated`"),
+        poll_interval_seconds=read("DBT_CLOUD_POLL_INTERVAL_SECONDS", 10.0, _number(0, 3_600), seconds.format(3600)),
+        timeout_seconds=read("DBT_CLOUD_TIMEOUT_SECONDS", 3_600.0, _number(0, 86_400), seconds.format(86400)),
+        if_running=read("DBT_CLOUD_IF_RUNNING", "wait", _choice(DBT_CLOUD_IF_RUNNING), _one_of(DBT_CLOUD_IF_RUNNING)),
+        schedules_path=read(
+            "DBT_CLOUD_SCHEDULES_PATH", DBT_CLOUD_SCHEDULES_PATH, _file_path, "a file path (not a folder)"
+        ),
+        sensor_interval_seconds=read(
+            "DBT_CLOUD_SENSOR_INTERVAL_SECONDS", 30, _integer(1, 86_400), "a whole number of seconds, 1 to 86400"
+        ),
+    )
+    return cloud if account is not None else None  # a bad account id is a problem already: the load stops
+
+
+def _token(value: str) -> str:
+    if any(c.isspace() for c in value):
+        raise ValueError("")
+    return value
+
+
+def _job_name(value: str) -> str:
+    if "\n" in value or len(value) > 255:
+        raise ValueError("")
+    return value
 
 
 #: The one switch of the fast paths (pipeline/fastpaths/): off, every one of them steps aside for the public path;

@@ -244,3 +244,40 @@ def test_slim_ci_paths(tmp_path: Path):
     assert slim_ci_paths(production, env) == (own, snapshot)
     with pytest.raises(SettingsError, match=r"SLIM_CI_DUCKDB_PATH='.*': expected a file path \(not a folder\)"):
         slim_ci_paths(production, {"SLIM_CI_DUCKDB_PATH": str(tmp_path)})
+
+
+CLOUD = {"DBT_CLOUD_ACCOUNT_ID": "7", "DBT_CLOUD_PROJECT_ID": "8", "DBT_CLOUD_ENVIRONMENT_ID": "9", "DBT_CLOUD_TOKEN": "t"}
+
+
+def test_dbt_core_runs_the_project_unless_a_dbt_cloud_account_is_set():
+    assert Settings.from_env({}).dbt_engine == "core"
+    assert Settings.from_env({"DBT_CLOUD_TOKEN": "for-another-tool"}).dbt_cloud is None
+    cloud = Settings.from_env(CLOUD).dbt_cloud
+    assert cloud is not None and (cloud.account_id, cloud.project_id, cloud.environment_id) == (7, 8, 9)
+    assert (cloud.url, cloud.select, cloud.if_running, cloud.timeout_seconds) == (
+        "https://cloud.getdbt.com",
+        "fqn:*",
+        "wait",
+        3600.0,
+    )
+    emea = Settings.from_env({**CLOUD, "DBT_CLOUD_URL": "https://emea.dbt.com/", "DBT_CLOUD_IF_RUNNING": "skip"})
+    assert emea.dbt_cloud is not None and (emea.dbt_cloud.url, emea.dbt_cloud.if_running) == (
+        "https://emea.dbt.com",
+        "skip",
+    )
+
+
+def test_dbt_cloud_settings_name_what_is_missing_or_wrong():
+    assert problems({"DBT_CLOUD_ACCOUNT_ID": "7"}) == [
+        f"{name} is not set: DBT_CLOUD_ACCOUNT_ID is, so dbt Cloud runs dbt and needs it"
+        for name in ("DBT_CLOUD_PROJECT_ID", "DBT_CLOUD_ENVIRONMENT_ID", "DBT_CLOUD_TOKEN")
+    ]
+    assert problems({"DBT_CLOUD_PROJECT_ID": "8", "DBT_CLOUD_URL": "https://emea.dbt.com"}) == [
+        "DBT_CLOUD_PROJECT_ID, DBT_CLOUD_URL set without DBT_CLOUD_ACCOUNT_ID: set it to run dbt on dbt Cloud, or"
+        " unset them to run it with dbt Core"
+    ]
+    bad = problems({**CLOUD, "DBT_CLOUD_ACCOUNT_ID": "acme", "DBT_CLOUD_IF_RUNNING": "queue", "DBT_CLOUD_TOKEN": "a b"})
+    assert bad[0].startswith("DBT_CLOUD_ACCOUNT_ID='acme': expected a dbt Cloud id: a whole number")
+    assert "DBT_CLOUD_IF_RUNNING='queue': expected one of wait, skip" in bad
+    assert "DBT_CLOUD_TOKEN (value not shown: a secret): expected an API token" in "\n".join(bad)
+    assert "a b" not in "\n".join(bad)
