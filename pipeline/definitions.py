@@ -54,6 +54,9 @@ KNOWN_WARNINGS = (
     # Dagster's freshness check sensor, superseded by FreshnessPolicy, which cannot ask for a landing day or judge
     # an asset that was never built (see automation/freshness.py); the sensor works with our checks unchanged.
     (dg.SupersessionWarning, r"Function `build_sensor_for_freshness_checks` is superseded"),
+    # dagster-dbt's dbt Cloud workspace keeps the manifest it fetched with the definitions (so run workers do not
+    # parse the project in dbt Cloud again) through this preview API, on every load of the dbt Cloud engine.
+    (dg.PreviewWarning, r"Function `Definitions.with_reconstruction_metadata` is currently in preview"),
 )
 
 

@@ -25,8 +25,6 @@ the decorator takes no parameter for: the `warehouse` pool (the run writes the w
 retry policy.
 """
 
-from __future__ import annotations
-
 import json
 import tempfile
 import threading
@@ -312,7 +310,11 @@ class CloudStep:
                 " (DBT_CLOUD_TIMEOUT_SECONDS): no run was triggered. See the job's runs in dbt Cloud.",
                 allow_retries=False,
             )
-        invocation = self.workspace.cli(["build"], dagster_dbt_translator=self.translator, context=context)
+        # `buildable`, as on dbt Core (DBT_ENV_DEFAULTS): a subset's build runs a relationships test only when both
+        # its models are selected or upstream, so a subset on a fresh warehouse does not test a model never built.
+        # dagster-dbt's own --indirect-selection, when it selects tests itself, comes after this one and wins.
+        args = ["build", "--indirect-selection", "buildable"]
+        invocation = self.workspace.cli(args, dagster_dbt_translator=self.translator, context=context)
         run_id = invocation.run_handler.run_id
         context.log.info(f"Triggered dbt Cloud run {run_id} of job {job_id}: {run_url(client, run_id)}")
         try:
@@ -351,7 +353,10 @@ DBT_CLOUD_RETRY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXP
 
 
 def dbt_cloud_multi_asset(
-    workspace: PipelineDbtCloudWorkspace, cloud: DbtCloudSettings, translator: PipelineTranslator
+    workspace: PipelineDbtCloudWorkspace,
+    cloud: DbtCloudSettings,
+    translator: PipelineTranslator,
+    retry_policy: dg.RetryPolicy = DBT_CLOUD_RETRY,
 ) -> dg.AssetsDefinition:
     """What `@dbt_cloud_assets` builds (its specs, check specs and op tags, through the library's loaders), plus the
     `warehouse` pool and a retry policy, which the decorator has no parameter for."""
@@ -369,7 +374,7 @@ def dbt_cloud_multi_asset(
             DAGSTER_DBT_SELECTOR_METADATA_KEY: "",
         },
         pool=WAREHOUSE_POOL,
-        retry_policy=DBT_CLOUD_RETRY,
+        retry_policy=retry_policy,
     )
     def dbt_cloud_build(context: dg.AssetExecutionContext, dbt_artifacts: DbtArtifactsResource) -> Iterator[Any]:
         """`dbt build` of the selected nodes as a dbt Cloud run; holds the `warehouse` slot while it runs."""

@@ -132,6 +132,8 @@ def import_jobs(jobs: Sequence[Mapping[str, Any]], skip_job_ids: set[int] = froz
             continue
         if cron is None:
             item.reasons.append("no cron schedule")
+        elif not item.schedule_on:
+            item.reasons.append("its schedule is off in dbt Cloud")
         elif not _valid(cron_expression, cron):
             item.reasons.append(f"its cron {cron!r} is not one Dagster accepts")
         for command in item.commands:

@@ -46,11 +46,12 @@ def test_jobs_with_a_cron_and_a_building_command_become_schedules():
     imported = import_jobs(
         [
             job(12, "Daily marts", ["dbt source freshness", "dbt build --select marts+"]),
-            job(13, "Hourly orders", ["dbt run -s fct_orders", "dbt test -s fct_orders"], cron="0 * * * *", on=False),
+            job(13, "Hourly orders", ["dbt run -s fct_orders", "dbt test -s fct_orders"], cron="0 * * * *"),
             job(14, "CI", ["dbt build --select state:modified+"], cron=None),
             job(15, "Docs", ["dbt docs generate"]),
             job(16, "DAGSTER_ADHOC_JOB__1__1", ["dbt build"], cron=None),
             job(17, "Bad cron", ["dbt build"], cron="0 25 * * *"),
+            job(18, "Paused", ["dbt build"], on=False),
         ],
         skip_job_ids={16},
     )
@@ -61,11 +62,12 @@ def test_jobs_with_a_cron_and_a_building_command_become_schedules():
         ["dbt source freshness"],
         True,
     )
-    assert by_id[13].select == ["fct_orders", "fct_orders"] and not by_id[13].schedule_on
+    assert by_id[13].select == ["fct_orders", "fct_orders"]
     assert by_id[14].reasons == ["no cron schedule"]
     assert by_id[15].reasons == ["no command that builds nodes (dbt build/run/test/seed/snapshot)"]
     assert by_id[16].reasons == ["the job Dagster triggers (DBT_CLOUD_JOB_NAME)"]
     assert by_id[17].reasons == ["its cron '0 25 * * *' is not one Dagster accepts"]
+    assert by_id[18].reasons == ["its schedule is off in dbt Cloud"]
 
     document = yaml.safe_load(schedules_document(imported, "dbt Cloud account 1"))
     assert document["timezone"] == "UTC"

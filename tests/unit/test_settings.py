@@ -246,7 +246,12 @@ def test_slim_ci_paths(tmp_path: Path):
         slim_ci_paths(production, {"SLIM_CI_DUCKDB_PATH": str(tmp_path)})
 
 
-CLOUD = {"DBT_CLOUD_ACCOUNT_ID": "7", "DBT_CLOUD_PROJECT_ID": "8", "DBT_CLOUD_ENVIRONMENT_ID": "9", "DBT_CLOUD_TOKEN": "t"}
+CLOUD = {
+    "DBT_CLOUD_ACCOUNT_ID": "7",
+    "DBT_CLOUD_PROJECT_ID": "8",
+    "DBT_CLOUD_ENVIRONMENT_ID": "9",
+    "DBT_CLOUD_TOKEN": "t",
+}
 
 
 def test_dbt_core_runs_the_project_unless_a_dbt_cloud_account_is_set():
