@@ -31,13 +31,27 @@ DEMO_DAYS ?= 14
 DEMO_CUSTOMERS ?= 500
 # First daily partition of the raw tables; unset, `make dev` starts them on the demo's first day (see `dev`).
 LANDING_START_DATE ?=
+# `make dev DBT_ENGINE=cloud`: dbt runs on the local dbt Cloud stand-in (devstack/dbt_cloud, on DBT_CLOUD_PORT), which
+# speaks dbt Cloud's API and runs dbt Core behind it; the code location reaches it through dagster-dbt's dbt Cloud
+# integration with these settings. For a real dbt Cloud account leave DBT_ENGINE unset and put the DBT_CLOUD_*
+# settings in .env (README, "dbt Cloud").
+DBT_ENGINE ?= core
+DBT_CLOUD_PORT ?= 8767
+ifeq ($(DBT_ENGINE),cloud)
+DBT_CLOUD_ENV = DBT_CLOUD_ACCOUNT_ID=1 DBT_CLOUD_PROJECT_ID=1 DBT_CLOUD_ENVIRONMENT_ID=1 \
+	DBT_CLOUD_URL=http://127.0.0.1:$(DBT_CLOUD_PORT) DBT_CLOUD_TOKEN=dev-dbt-cloud-token DBT_CLOUD_POLL_INTERVAL_SECONDS=2
+DBT_CLOUD_ARGS = --dbt-cloud-port $(DBT_CLOUD_PORT)
+else ifneq ($(DBT_ENGINE),core)
+$(error DBT_ENGINE=$(DBT_ENGINE): expected core (dbt Core, the default) or cloud (the local dbt Cloud stand-in))
+endif
 # The venv's bin first on PATH: dagster-dbt's prepare_if_dev() runs `dbt parse` through the `dbt` on PATH.
 DEV_ENV = PATH=$(CURDIR)/$(BIN):$$PATH DAGSTER_HOME=$(DAGSTER_HOME) DBT_PROJECT_DIR=$(DBT_PROJECT_DIR) DBT_PROFILES_DIR=$(DBT_PROFILES_DIR) \
 	LANDING_START_DATE=$(LANDING_START_DATE) \
 	LANDING_URL=$(LANDING_URL) DUCKDB_PATH=$(DUCKDB_PATH) CRM_URL=$(CRM_URL) CRM_TOKEN=$(CRM_TOKEN) \
-	WEBHOOK_URL=$(WEBHOOK_URL) WEBHOOK_SECRET=$(WEBHOOK_SECRET) DAGSTER_UI_BASE_URL=$(DAGSTER_UI_BASE_URL)
+	WEBHOOK_URL=$(WEBHOOK_URL) WEBHOOK_SECRET=$(WEBHOOK_SECRET) DAGSTER_UI_BASE_URL=$(DAGSTER_UI_BASE_URL) \
+	$(DBT_CLOUD_ENV)
 
-.PHONY: help install parse demo-data dev test lint fmt bench slim-ci clean
+.PHONY: help install parse demo-data dev test lint fmt bench slim-ci dbt-cloud-import clean
 
 help:
 	@echo "make dev    install, parse dbt, generate demo data, start the local CRM and dagster dev on :$(DAGSTER_PORT)"
@@ -45,6 +59,8 @@ help:
 	@echo "make lint   ruff check + format check + import layering     make fmt   ruff fix + format"
 	@echo "make bench  the benchmark suite (not part of make test)"
 	@echo "make slim-ci  build what this checkout changed against a copy of production, and report the impact"
+	@echo "make dev DBT_ENGINE=cloud   the same, with dbt run by the local dbt Cloud stand-in"
+	@echo "make dbt-cloud-import   dbt Cloud's scheduled jobs as Dagster schedules (DBT_CLOUD_SCHEDULES_PATH)"
 
 $(UV):
 	$(PYTHON) -m venv .bootstrap
@@ -80,7 +96,7 @@ dev: parse demo-data $(DAGSTER_HOME)/dagster.yaml
 	@export $(DEV_ENV); \
 	export LANDING_START_DATE=$${LANDING_START_DATE:-$$($(BIN)/python -m devstack.demo_data --landing $(LANDING_URL) --first-day)}; \
 	exec $(BIN)/python -m devstack.dev --crm-port $(CRM_PORT) --webhook-port $(WEBHOOK_PORT) \
-		--dagster-port $(DAGSTER_PORT) --data $(DEV_DATA)
+		--dagster-port $(DAGSTER_PORT) --data $(DEV_DATA) $(DBT_CLOUD_ARGS)
 
 test: parse
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -107,6 +123,15 @@ slim-ci: install
 	$(foreach name,$(SLIM_CI_SETTINGS),$(if $($(name)),$(name)='$($(name))')) \
 		DBT_PROJECT_DIR=$(DBT_PROJECT_DIR) DBT_PROFILES_DIR=$(DBT_PROFILES_DIR) DUCKDB_PATH=$(DUCKDB_PATH) \
 		$(BIN)/python -m pipeline.slim_ci $(SLIM_CI_ARGS)
+
+# dbt Cloud's scheduled jobs as Dagster schedules (pipeline/transformation/cloud_jobs.py), written to
+# DBT_CLOUD_SCHEDULES_PATH: the account of the DBT_CLOUD_* settings (.env), or with DBT_ENGINE=cloud the local stand-in
+# (start `make dev DBT_ENGINE=cloud` first).
+DBT_CLOUD_SETTINGS := DBT_CLOUD_ACCOUNT_ID DBT_CLOUD_PROJECT_ID DBT_CLOUD_ENVIRONMENT_ID DBT_CLOUD_URL DBT_CLOUD_TOKEN \
+	DBT_CLOUD_JOB_NAME DBT_CLOUD_SCHEDULES_PATH
+dbt-cloud-import: install
+	@$(foreach name,$(DBT_CLOUD_SETTINGS),$(if $($(name)),$(name)='$($(name))')) $(DBT_CLOUD_ENV) \
+		$(BIN)/python -m pipeline.transformation.cloud_jobs $(IMPORT_ARGS)
 
 clean:
 	rm -rf .data .dagster_home $(DBT_PROJECT_DIR)/target $(DBT_PROJECT_DIR)/logs

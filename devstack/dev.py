@@ -1,5 +1,5 @@
-"""`make dev`: the local CRM, the local webhook receiver and `dagster dev`, started together and stopped together by
-one Ctrl-C, runs in progress included.
+"""`make dev`: the local CRM, the local webhook receiver (with DBT_ENGINE=cloud, the dbt Cloud stand-in too) and
+`dagster dev`, started together and stopped together by one Ctrl-C, runs in progress included.
 
 Each runs in its own process group, so a Ctrl-C in the terminal reaches only this process, which then stops them in
 order: first `dagster dev` and everything it started (`devstack.dagster_dev.stop_dagster_dev`: SIGINT to `dagster
@@ -33,6 +33,8 @@ from devstack.serve import configure_logging, server_process
 from pipeline.core.settings import REPO_ROOT
 
 logger = logging.getLogger("devstack.dev")
+#: the dbt Cloud jobs the stand-in starts with under `make dev DBT_ENGINE=cloud`
+DEMO_DBT_CLOUD_JOBS = Path(__file__).with_name("dbt_cloud_jobs.yaml")
 
 #: A stop request: SIGINT (Ctrl-C), SIGTERM (a service manager, `kill`), SIGHUP (the terminal closed; `dagster dev`
 #: sits in its own session, so the terminal's hangup would not reach it).
@@ -73,6 +75,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--webhook-port", type=int, required=True)
     parser.add_argument("--dagster-port", type=int, required=True)
     parser.add_argument("--data", type=Path, required=True, help="folder for the CRM database and the webhook log")
+    parser.add_argument(
+        "--dbt-cloud-port", type=int, default=None, help="also start the dbt Cloud stand-in here (DBT_ENGINE=cloud)"
+    )
     args = parser.parse_args(argv)
     if not os.environ.get("DAGSTER_HOME"):
         parser.error("DAGSTER_HOME is not set: run `make dev`, which sets it and the other settings")
@@ -95,6 +100,26 @@ def run_stack(args: argparse.Namespace, stop: threading.Event, hurry: threading.
                 log_level="info",
             )
         )
+        if args.dbt_cloud_port:
+            # The dbt Cloud stand-in runs the same project with dbt Core, on the same warehouse (DUCKDB_PATH passes
+            # through to its dbt runs), and has two scheduled jobs for `make dbt-cloud-import`.
+            project = os.environ.get("DBT_PROJECT_DIR", str(REPO_ROOT / "dbt_project"))
+            cloud = stack.enter_context(
+                server_process(
+                    "devstack.dbt_cloud",
+                    "--project-dir",
+                    project,
+                    "--profiles-dir",
+                    os.environ.get("DBT_PROFILES_DIR", project),
+                    "--data",
+                    str(args.data / "dbt_cloud"),
+                    "--jobs",
+                    str(DEMO_DBT_CLOUD_JOBS),
+                    port=args.dbt_cloud_port,
+                    log_level="info",
+                )
+            )
+            logger.info("dbt Cloud stand-in on %s: dbt runs there (DBT_ENGINE=cloud)", cloud)
         dagster = subprocess.Popen(
             dagster_dev_command(args.dagster_port), cwd=REPO_ROOT, stdin=subprocess.DEVNULL, start_new_session=True
         )

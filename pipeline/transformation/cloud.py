@@ -82,6 +82,22 @@ class _DbtCloudRetry(Retry):
         return super().is_retry(method, status_code, has_retry_after)
 
 
+class _ReachingAdapter(requests.adapters.HTTPAdapter):
+    """Once urllib3 has retried, a server that cannot be reached (refused, unknown host, timed out) is a
+    `DbtCloudApiError` naming the address and DBT_CLOUD_URL: the library would report only `Max retries (0)`."""
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        try:
+            return super().send(request, *args, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            raise DbtCloudApiError(
+                f"dbt Cloud could not be reached at {request.url} ({reason or exc}) after retries with backoff:"
+                " check DBT_CLOUD_URL (your account's access URL, e.g. https://ACCOUNT_PREFIX.us1.dbt.com) and the"
+                " network. Under `make dev DBT_ENGINE=cloud` the local stand-in must be running."
+            ) from exc
+
+
 class RetryingDbtCloudClient(DbtCloudWorkspaceClient):
     """dagster-dbt's dbt Cloud client, with its HTTP sessions retrying what is transient and failing at once on what
     is not.
@@ -117,7 +133,7 @@ class RetryingDbtCloudClient(DbtCloudWorkspaceClient):
             respect_retry_after_header=True,
             raise_on_status=False,  # the hook below reports the last answer
         )
-        adapter = requests.adapters.HTTPAdapter(max_retries=retry)
+        adapter = _ReachingAdapter(max_retries=retry)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.hooks["response"].append(self._refused)

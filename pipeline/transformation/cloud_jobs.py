@@ -295,6 +295,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except ConfigurationError as exc:
-        sys.stderr.write(f"{exc}\n")
+    except (ConfigurationError, dg.Failure) as exc:  # a bad setting, or dbt Cloud's API refused or unreachable
+        sys.stderr.write(f"{getattr(exc, 'description', None) or exc}\n")
         sys.exit(2)

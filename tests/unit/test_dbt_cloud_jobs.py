@@ -151,3 +151,27 @@ def test_a_bad_file_names_each_bad_line(tmp_path, manifest):
 def test_the_default_file_is_absent_in_the_repository():
     """Imported schedules are the team's: the repository ships none (the demo has no dbt Cloud account)."""
     assert not (REPO_ROOT / "pipeline" / "automation" / "dbt_cloud_schedules.yaml").exists()
+
+
+def test_an_unreachable_dbt_cloud_is_an_error_naming_the_address_and_the_setting():
+    """Connection refused (a wrong DBT_CLOUD_URL, the stand-in not started): once retried, the error says where and
+    what to check, not the library's `Max retries (0) exceeded`."""
+    from devstack.serve import free_port
+    from pipeline.transformation.cloud import DbtCloudApiError, RetryingDbtCloudClient
+
+    url = f"http://127.0.0.1:{free_port()}"
+    client = RetryingDbtCloudClient(
+        account_id=1,
+        token="t",
+        access_url=url,
+        request_max_retries=0,
+        request_retry_delay=0,
+        request_timeout=5,
+        retries=1,
+        backoff_seconds=0.01,
+    )
+    with pytest.raises(DbtCloudApiError) as raised:
+        client.list_jobs(project_id=1, environment_id=1)
+    message = raised.value.description
+    assert f"dbt Cloud could not be reached at {url}/api/v2/accounts/1/jobs" in message
+    assert "Connection refused" in message and "check DBT_CLOUD_URL" in message

@@ -96,3 +96,11 @@ def test_the_internals_behaviour_needs_are_still_there():
     assert callable(DbtCliInvocation._stream_stdout)  # marked @public by dagster-dbt despite its name
     assert callable(Profile.render_profile) and callable(read_profile) and callable(load_yaml_text)
     assert callable(ProfileRenderer) and callable(set_invocation_context)
+    # transformation/cloud.py overrides the dbt Cloud client's session builders (retries, refused tokens): every
+    # request must still go through them
+    from dagster_dbt.cloud_v2.client import DbtCloudWorkspaceClient
+
+    client_code = inspect.getsource(DbtCloudWorkspaceClient)
+    assert "session = getattr(self, session_attr)()" in inspect.getsource(DbtCloudWorkspaceClient._make_request)
+    assert 'session_attr="_get_artifact_session"' in client_code and "requests.get(" not in client_code
+    assert callable(DbtCloudWorkspaceClient._get_session) and callable(DbtCloudWorkspaceClient._get_artifact_session)

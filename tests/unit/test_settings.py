@@ -286,3 +286,30 @@ def test_dbt_cloud_settings_name_what_is_missing_or_wrong():
     assert "DBT_CLOUD_IF_RUNNING='queue': expected one of wait, skip" in bad
     assert "DBT_CLOUD_TOKEN (value not shown: a secret): expected an API token" in "\n".join(bad)
     assert "a b" not in "\n".join(bad)
+
+
+class _Recording(dict):
+    """An environment that records every variable the settings ask for."""
+
+    def __init__(self, values: dict[str, str]):
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, name, default=None):
+        self.asked.add(name)
+        return super().get(name, default)
+
+
+def test_every_setting_is_in_the_readme_table_and_in_env_example():
+    """A new setting is documented where a user looks: a row of the README's settings table and .env.example."""
+    env = _Recording({"DBT_CLOUD_ACCOUNT_ID": "1", "DBT_CLOUD_PROJECT_ID": "1", "DBT_CLOUD_ENVIRONMENT_ID": "1"})
+    env["DBT_CLOUD_TOKEN"] = "dev-token"
+    Settings.from_env(env)
+    names = {name for name in env.asked if name.isupper() and not name.startswith(("AWS_", "DAGSTER_HOME"))}
+    assert {"LANDING_URL", "DBT_CLOUD_TIMEOUT_SECONDS", "PIPELINE_FAST_PATHS"} <= names  # the recording works
+    readme_rows = [line for line in (REPO_ROOT / "README.md").read_text().splitlines() if line.startswith("| `")]
+    example = (REPO_ROOT / ".env.example").read_text()
+    undocumented = sorted(name for name in names if not any(f"`{name}`" in row for row in readme_rows))
+    assert not undocumented, f"settings missing from the README's settings table: {undocumented}"
+    missing = sorted(name for name in names if f"# {name}=" not in example)
+    assert not missing, f"settings missing from .env.example: {missing}"
