@@ -86,7 +86,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run_stack(args: argparse.Namespace, stop: threading.Event, hurry: threading.Event) -> None:
-    """Start the three, wait for `stop` (or for `dagster dev` to exit by itself), then stop all of them."""
+    """Start the servers and `dagster dev`, wait for `stop` (or for `dagster dev` to exit by itself), then stop them
+    all."""
     with ExitStack() as stack:
         crm = stack.enter_context(
             server_process("devstack.crm", "--db", str(args.data / "crm.sqlite"), port=args.crm_port, log_level="info")
@@ -127,10 +128,11 @@ def run_stack(args: argparse.Namespace, stop: threading.Event, hurry: threading.
         stack.callback(end_runs, args.home)
         stack.callback(stop_dagster_dev, dagster, hurry)
         logger.info(
-            "Local CRM on %s; webhooks to %s/hooks; Dagster UI on http://127.0.0.1:%d (one Ctrl-C stops all three)",
+            "Local CRM on %s; webhooks to %s/hooks; Dagster UI on http://127.0.0.1:%d (one Ctrl-C stops all %s)",
             crm,
             hooks,
             args.dagster_port,
+            "four" if args.dbt_cloud_port else "three",
         )
         logger.info(
             "Landing folder %s; raw partitions from LANDING_START_DATE=%s (a file for an earlier day is set aside:"
@@ -172,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_stack(args, stop, hurry)
     except (RuntimeError, TimeoutError) as exc:  # a server that could not start, e.g. on a port in use
-        logger.error("%s. Another port: set CRM_PORT, WEBHOOK_PORT or DAGSTER_PORT in .env.", exc)
+        ports = "CRM_PORT, WEBHOOK_PORT, DAGSTER_PORT" + (" or DBT_CLOUD_PORT" if args.dbt_cloud_port else "")
+        logger.error("%s. Another port: set %s (in .env or on the make command line).", exc, ports)
         return 1
     logger.info("Stopped.")
     return 0 if stop.is_set() else 1

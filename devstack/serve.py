@@ -131,9 +131,9 @@ def configure_logging(log_level: str) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def run_forever(app: ASGIApp, *, host: str, port: int, log_level: str) -> None:
+def run_forever(app: ASGIApp, *, host: str, port: int, log_level: str, access_log: bool = True) -> None:
     """Serve `app` in the foreground until SIGINT/SIGTERM (uvicorn handles the signals on the main thread)."""
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -148,6 +148,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    """Something listens on this loopback port (binding as uvicorn does, SO_REUSEADDR: a port a server just left,
+    in TIME_WAIT, is free)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
 
 
 def stop_group(
@@ -199,6 +211,8 @@ def server_process(
     """Run `python -m <module> --port <port> <args>` in its own process group (a free port unless `port` is given);
     yield its URL once /healthz answers; stop the group afterwards. For servers that must not share this process's
     GIL (`make dev`, benchmarks, e2e)."""
+    if port and port_in_use(port):  # else the server already there would answer /healthz in the new one's place
+        raise RuntimeError(f"{module} cannot start: port {port} is already in use (another `make dev`?)")
     port = port or free_port()
     command = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), "--log-level", log_level]
     process = subprocess.Popen([*command, *args], start_new_session=True, stdin=subprocess.DEVNULL, env=env)

@@ -10,6 +10,10 @@ routes dagster-dbt's dbt Cloud client calls, all under ``/api/v2/accounts/{accou
   (``include_related=run_steps,job,trigger``), ``POST runs/{id}/cancel``, ``GET runs/{id}/artifacts`` and
   ``GET runs/{id}/artifacts/{path}`` (the file itself, not wrapped in ``data``).
 
+A run's ``href`` (``/deploy/{account}/projects/{project}/runs/{id}``, the link Dagster logs and puts in metadata) is a
+page showing the run's status, steps and their logs, refreshed while it runs; like dbt Cloud's own run page it is for
+a browser, so it takes no token (the stand-in listens on loopback only).
+
 Not dbt Cloud: ``GET``/``PUT /_devstack/faults`` (`FaultConfig`), ``GET /_devstack/stats`` (requests per route,
 runs by status), ``GET /healthz`` (never needs the token). `ApiGate` checks ``Authorization: Token <t>`` (or
 ``Bearer <t>``), counts requests per route and injects the request-level faults.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import html
 import json
 import logging
 from collections import Counter
@@ -33,7 +38,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -45,6 +50,8 @@ from devstack.dbt_cloud.store import RUN_ORDERINGS, Job, Run, RunFilter, Seed, W
 logger = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/healthz"})
+#: pages for a browser, as dbt Cloud's run links are: no token
+PAGE_PREFIX = "/deploy/"
 API_PREFIX = "/api/"
 MAX_PAGE_LIMIT = 100
 INCLUDABLE = frozenset({"run_steps", "job", "trigger", "debug_logs", "environment"})
@@ -81,7 +88,7 @@ class ApiGate:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PAGE_PREFIX):
             await self.app(scope, receive, send)
             return
         self._requests[self._route_name(scope)] += 1
@@ -345,6 +352,12 @@ def create_app(
             return error_response(500, "Internal server error. (devstack fault injection: poll_500)")
         return ok(run_json(request, run, include))
 
+    async def run_page(request: Request) -> Response:
+        run = workspace.run(request.path_params["run_id"])
+        if run is None or request.path_params["account_id"] != seed.account_id:
+            return HTMLResponse(f"<p>No run {request.path_params['run_id']} in this stand-in.</p>", status_code=404)
+        return HTMLResponse(render_run_page(run_json(request, run, ("run_steps", "trigger", "job"))))
+
     async def cancel_run(request: Request) -> Response:
         run = get_run(request)
         workers.cancel(run)
@@ -410,6 +423,7 @@ def create_app(
         Route("/_devstack/faults", faults_endpoint, methods=["GET", "PUT"]),
         Route("/_devstack/stats", stats, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/deploy/{account_id:int}/projects/{project_id:int}/runs/{run_id:int}", run_page, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
@@ -421,3 +435,27 @@ def create_app(
     app.state.faults = injector
     app.state.workers = workers
     return app
+
+
+def render_run_page(run: Mapping[str, Any]) -> str:
+    """A dbt Cloud run as a plain page: status, job, cause, times, and each step with its log."""
+    e = html.escape
+    job = run.get("job") or {}
+    trigger = run.get("trigger") or {}
+    refresh = '<meta http-equiv="refresh" content="3">' if run.get("in_progress") else ""
+    steps = "".join(
+        f"<h3>{e(str(step['index']))}. {e(step['name'])}: {e(step['status_humanized'])} ({e(step['duration'])})</h3>"
+        f"<pre>{e(step.get('logs') or '')}</pre>"
+        for step in run.get("run_steps") or []
+    )
+    message = f"<p>{e(run['status_message'])}</p>" if run.get("status_message") else ""
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'>{refresh}<title>Run #{run['id']}: "
+        f"{e(run['status_humanized'])} (dbt Cloud stand-in)</title>"
+        "<style>body{font-family:sans-serif;margin:2em}pre{background:#f4f4f4;padding:1em;overflow-x:auto}</style>"
+        f"</head><body><h1>Run #{run['id']}: {e(run['status_humanized'])}</h1>"
+        f"<p>Job {run['job_definition_id']} {e(job.get('name') or '')} · cause: {e(trigger.get('cause') or '')}"
+        f" · started {e(str(run.get('started_at') or 'not yet'))} · took {e(run['duration_humanized'])}</p>"
+        f"{message}<h2>Steps</h2>{steps or '<p>None yet.</p>'}"
+        "<p><small>The local dbt Cloud stand-in (devstack/dbt_cloud), not dbt Cloud.</small></p></body></html>"
+    )

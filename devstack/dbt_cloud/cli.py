@@ -82,4 +82,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         len(jobs),
         fault_config,
     )
-    run_forever(app, host=args.host, port=args.port, log_level=args.log_level)
+    # No line per request: dagster-dbt polls every few seconds. The stand-in logs what happens (jobs, runs, faults).
+    run_forever(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)

@@ -11,7 +11,8 @@ this stage instead of the dbt Core one. Everything comes from dagster-dbt's dbt 
   folders, owners from `meta`, automation conditions and dbt tests as checks, so the syncs' gates, the freshness
   checks and the alerts work unchanged;
 - `DbtCloudWorkspace.cli` triggers `dbt build` with the step's selection and turns `run_results.json` into events;
-- `build_dbt_cloud_polling_sensor` records the runs dbt Cloud's own scheduler (or a person) starts.
+- the polling sensor records the runs dbt Cloud's own scheduler (or a person) starts: dagster-dbt's
+  `build_dbt_cloud_polling_sensor`, with the tests' results recorded too (`dbt_cloud_run_sensor` says why).
 
 What is ours is how the job is operated, as teams do it around dbt Cloud with Airflow or Kestra: a run of the job
 already in progress is waited for (or the step skips, DBT_CLOUD_IF_RUNNING) instead of queueing a second; the run
@@ -31,6 +32,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,6 @@ import requests
 from dagster_dbt import (
     DbtCloudCredentials,
     DbtCloudWorkspace,
-    build_dbt_cloud_polling_sensor,
     load_dbt_cloud_asset_specs,
     load_dbt_cloud_check_specs,
 )
@@ -49,6 +50,14 @@ from dagster_dbt.asset_utils import (
     DAGSTER_DBT_SELECTOR_METADATA_KEY,
 )
 from dagster_dbt.cloud_v2.client import DbtCloudWorkspaceClient
+from dagster_dbt.cloud_v2.resources import DAGSTER_ADHOC_PREFIX
+from dagster_dbt.cloud_v2.run_handler import DbtCloudJobRunResults
+from dagster_dbt.cloud_v2.sensor_builder import (
+    MAIN_LOOP_TIMEOUT_SECONDS,
+    START_LOOKBACK_SECONDS,
+    DbtCloudPollingSensorCursor,
+    sorted_asset_events,
+)
 from dagster_dbt.cloud_v2.types import DbtCloudJobRunStatusType, DbtCloudRun, DbtCloudWorkspaceData
 from urllib3.util.retry import Retry
 
@@ -364,6 +373,119 @@ class CloudStep:
             ) from None
 
 
+# --- runs dbt Cloud started ----------------------------------------------------------------------------------------
+
+
+def dbt_cloud_run_sensor(
+    workspace: PipelineDbtCloudWorkspace, translator: PipelineTranslator, interval_seconds: int
+) -> dg.SensorDefinition:
+    """dagster-dbt's `build_dbt_cloud_polling_sensor` (same name, cursor, lookback and run filter: the runs of
+    Dagster's own jobs are skipped), recording what it leaves out: the results of the run's tests as asset checks.
+
+    The library's sensor records materializations only ("Currently, only materializations are tracked"), so a test
+    that failed in a run dbt Cloud's scheduler started would not reach the syncs' gates, which would judge the
+    rebuilt marts by the previous run's passing results. It also ends the tick's pass over the runs at the first
+    run that built nothing (a `dbt test` job). Here every run is read, its materializations are recorded first
+    (in graph order) and then its tests' results, so each judges the materialization just recorded.
+    """
+    name = f"dbt_cloud_{workspace.credentials.account_id}_{workspace.project_id}_{workspace.environment_id}"
+
+    @dg.sensor(
+        name=f"{name}__run_status_sensor",
+        description=(
+            f"Records the runs dbt Cloud starts itself (its scheduler, a person) in project {workspace.project_id},"
+            f" environment {workspace.environment_id}: their models as materializations, their tests as checks."
+        ),
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def dbt_cloud_run_status_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        try:
+            cursor = dg.deserialize_value(context.cursor, DbtCloudPollingSensorCursor) if context.cursor else None
+        except Exception:
+            context.log.warning(f"Unreadable cursor {context.cursor!r}: starting from the last minute's runs")
+            cursor = None
+        cursor = cursor or DbtCloudPollingSensorCursor()
+        started = time.time()
+        lower = cursor.finished_at_lower_bound or started - START_LOOKBACK_SECONDS
+        upper = cursor.finished_at_upper_bound or started
+        offset = cursor.offset or 0
+        client, data = workspace.get_client(), workspace.get_or_fetch_workspace_data()
+        ours = {j["id"] for j in data.jobs if (j.get("name") or "").startswith(DAGSTER_ADHOC_PREFIX)}
+        ours.update(data.adhoc_job_ids)
+        repository = context.repository_def
+        assert repository is not None, "a sensor of a code location"
+        graph = repository.asset_graph
+        materializations: list[Any] = []
+        checks: list[Any] = []
+
+        def out_of_time() -> bool:  # the rest waits for the next tick: the cursor keeps the offset
+            return time.time() - started >= MAIN_LOOP_TIMEOUT_SECONDS
+
+        done = False
+        while not done and not out_of_time():
+            runs, total = client.get_runs_batch(
+                project_id=workspace.project_id,
+                environment_id=workspace.environment_id,
+                finished_at_lower_bound=datetime.fromtimestamp(lower, tz=UTC),
+                finished_at_upper_bound=datetime.fromtimestamp(upper, tz=UTC),
+                offset=offset,
+            )
+            for details in runs:
+                if out_of_time():
+                    break
+                offset += 1
+                built, tested = run_events(context, client, data, translator, graph, details, ours)
+                materializations += built
+                checks += tested
+            else:
+                done = not runs or offset >= total
+        cursor = (
+            DbtCloudPollingSensorCursor(finished_at_lower_bound=upper, finished_at_upper_bound=None, offset=0)
+            if done
+            else DbtCloudPollingSensorCursor(
+                finished_at_lower_bound=lower, finished_at_upper_bound=upper, offset=offset
+            )
+        )
+        context.update_cursor(dg.serialize_value(cursor))
+        return dg.SensorResult(asset_events=[*sorted_asset_events(materializations, repository), *checks])
+
+    return dbt_cloud_run_status_sensor
+
+
+def run_events(
+    context: dg.SensorEvaluationContext,
+    client: DbtCloudWorkspaceClient,
+    data: DbtCloudWorkspaceData,
+    translator: PipelineTranslator,
+    graph: Any,
+    details: Mapping[str, Any],
+    skip_job_ids: set[int],
+) -> tuple[list[dg.AssetMaterialization], list[dg.AssetCheckEvaluation]]:
+    """The materializations and test results of one finished dbt Cloud run (none for a run of Dagster's own job,
+    recorded by its step, or a run that left no run_results.json), limited to the assets and checks of the graph."""
+    run = DbtCloudRun.from_run_details(details)
+    if run.job_definition_id in skip_job_ids:
+        return [], []
+    if "run_results.json" not in client.list_run_artifacts(run.id):
+        context.log.info(f"dbt Cloud run {run.id} left no run_results.json: nothing to record")
+        return [], []
+    results = DbtCloudJobRunResults.from_run_results_json(client.get_run_results_json(run.id))
+    events = list(
+        results.to_default_asset_events(client=client, manifest=data.manifest, dagster_dbt_translator=translator)
+    )
+    built = [e for e in events if isinstance(e, dg.AssetMaterialization) and graph.has(e.asset_key)]
+    tested = [
+        e for e in events if isinstance(e, dg.AssetCheckEvaluation) and e.asset_check_key in graph.asset_check_keys
+    ]
+    failed = ", ".join(e.asset_check_key.name for e in tested if not e.passed)
+    context.log.info(
+        f"dbt Cloud run {run.id} (job {run.job_definition_id}): {len(built)} materializations, {len(tested)} test"
+        f" results{'; failed: ' + failed if failed else ''}"
+    )
+    return built, tested
+
+
 #: dbt Cloud is retried when a run errored (not when tests failed or it was cancelled: see `run_failure`).
 DBT_CLOUD_RETRY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
@@ -414,12 +536,7 @@ def cloud_transformation_defs(settings: Settings, ingested: set[dg.AssetKey]) ->
         return translator.get_asset_spec(manifest, fed.get(unique_id, unique_id), None).key
 
     assets = dbt_cloud_multi_asset(workspace, cloud, translator)
-    sensor = build_dbt_cloud_polling_sensor(
-        workspace=workspace,
-        dagster_dbt_translator=translator,
-        minimum_interval_seconds=cloud.sensor_interval_seconds,
-        default_sensor_status=dg.DefaultSensorStatus.RUNNING,
-    )
+    sensor = dbt_cloud_run_sensor(workspace, translator, cloud.sensor_interval_seconds)
     jobs, schedules = load_schedules(cloud.schedules_path, manifest, translator)
     return DbtStage(
         defs=dg.Definitions(

@@ -46,6 +46,9 @@ from ..core.settings import ConfigurationError, Settings, cron_expression, time_
 
 #: dbt commands that build (or test) nodes: a job step running one of them becomes part of the schedule's selection
 BUILDING_COMMANDS = ("build", "run", "test", "seed", "snapshot")
+#: what a command builds, as a dbt selector to intersect with its --select (`dbt build` builds every resource type;
+#: `dbt test` builds nothing: here a build always runs the tests of what it builds, so a test step adds nothing)
+RESOURCE_TYPE_OF = {"run": "model", "seed": "seed", "snapshot": "snapshot"}
 SELECT_FLAGS = ("-s", "--select", "-m", "--models", "--model")
 EXCLUDE_FLAGS = ("--exclude",)
 DBT_CLOUD_TIMEZONE = "UTC"
@@ -105,6 +108,16 @@ def selection_of(command: str) -> tuple[str, list[str], list[str]] | None:
     return subcommand, select, exclude
 
 
+def node_selection(subcommand: str, select: Sequence[str]) -> str:
+    """The dbt selection of the nodes a command builds: `dbt seed` builds the seeds of its selection only, `dbt run`
+    the models, `dbt snapshot` the snapshots; `dbt build` everything selected (all of the project without --select).
+    dbt's comma intersects: `marts+,resource_type:model`."""
+    kind = RESOURCE_TYPE_OF.get(subcommand)
+    if kind is None:
+        return " ".join(select) or "fqn:*"
+    return " ".join(f"{term},resource_type:{kind}" for term in select) or f"resource_type:{kind}"
+
+
 def schedule_name(job_name: str, job_id: int, taken: set[str]) -> str:
     base = "dbt_cloud_" + (re.sub(r"[^a-z0-9]+", "_", job_name.lower()).strip("_") or f"job_{job_id}")
     name = base if base not in taken else f"{base}_{job_id}"
@@ -141,11 +154,14 @@ def import_jobs(jobs: Sequence[Mapping[str, Any]], skip_job_ids: set[int] = froz
             if parsed is None:
                 item.not_imported.append(command)
                 continue
-            _, select, exclude = parsed
-            item.select.append(" ".join(select) or "fqn:*")
+            subcommand, select, exclude = parsed
+            if subcommand == "test":  # the builds here test what they build: a test step selects nothing more
+                item.not_imported.append(command)
+                continue
+            item.select.append(node_selection(subcommand, select))
             item.exclude.extend(exclude)
         if not item.select:
-            item.reasons.append("no command that builds nodes (dbt build/run/test/seed/snapshot)")
+            item.reasons.append("no command that builds nodes (dbt build/run/seed/snapshot)")
         if not item.reasons:
             item.schedule_name = schedule_name(item.job_name, item.job_id, taken)
     return imported
@@ -207,7 +223,11 @@ def load_schedules(
         select = problems.text(spec, "select", where, required=True, line=line)
         exclude = spec.get("exclude") or ""
         if cron is not None and not _valid(cron_expression, cron):
-            problems.add(spec.line_of("cron"), f"{where}: `cron` {cron!r} is not a cron expression Dagster accepts")
+            problems.add(
+                spec.line_of("cron"),
+                f"{where}: `cron` {cron!r} is not a cron expression Dagster accepts (five fields: minute hour"
+                " day-of-month month day-of-week, e.g. '0 6 * * 1-5', or @daily / @hourly)",
+            )
             continue
         if not _valid(time_zone, str(zone)):
             problems.add(spec.line_of("timezone", line), f"{where}: `timezone` {zone!r} is not an IANA time zone")
@@ -275,9 +295,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cloud = settings.dbt_cloud
     if cloud is None:
-        sys.stderr.write("DBT_CLOUD_ACCOUNT_ID is not set: set the DBT_CLOUD_* settings of the account to import.\n")
+        sys.stderr.write(
+            "DBT_CLOUD_ACCOUNT_ID is not set: set the DBT_CLOUD_* settings of the account to import (.env), or"
+            " import the local stand-in's jobs: `make dbt-cloud-import DBT_ENGINE=cloud` while"
+            " `make dev DBT_ENGINE=cloud` runs.\n"
+        )
         return 2
     workspace = dbt_cloud_workspace(cloud)
+    sys.stdout.write(f"Listing the jobs of dbt Cloud account {cloud.account_id} at {cloud.url} ...\n")
+    sys.stdout.flush()
     jobs = workspace.get_client().list_jobs(project_id=cloud.project_id, environment_id=cloud.environment_id)
     ours_name = cloud.job_name or get_dagster_adhoc_job_name(cloud.project_id, cloud.environment_id)
     ours = {j["id"] for j in jobs if j.get("name") == ours_name}

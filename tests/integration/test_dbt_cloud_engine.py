@@ -314,10 +314,10 @@ def test_a_run_already_in_progress_is_waited_for(stack, tmp_path):
 
 def land_orders_with_an_unknown_channel(stack) -> str:
     day = stack["summary"]["last_day"]
-    processed = next((stack["root"] / "landing" / "processed").rglob(f"shop/{day}/orders.jsonl"))
-    rows = [json.loads(line) for line in processed.read_text().splitlines()]
-    rows[0] = {**rows[0], "sales_channel": "fax", "updated_at": f"{day} 23:59:00"}
     target = stack["root"] / "landing" / "shop" / day / "orders.jsonl"
+    loaded = [*(stack["root"] / "landing" / "processed").rglob(f"shop/{day}/orders.jsonl"), target]
+    rows = [json.loads(line) for line in next(p for p in loaded if p.exists()).read_text().splitlines()]
+    rows[0] = {**rows[0], "sales_channel": "fax", "updated_at": f"{day} 23:59:00"}
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return day
@@ -358,8 +358,40 @@ def test_the_polling_sensor_records_a_run_dbt_cloud_started(stack):
     instance = dg.DagsterInstance.ephemeral()
     context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
     result = sensor(context)
-    assert [e.asset_key for e in result.asset_events] == [SEED]
-    assert f"/runs/{run['id']}" in result.asset_events[0].metadata["run_url"].value
+    built = [e for e in result.asset_events if isinstance(e, dg.AssetMaterialization)]
+    assert [e.asset_key for e in built] == [SEED]
+    assert f"/runs/{run['id']}" in built[0].metadata["run_url"].value
+
+
+def test_a_test_failing_in_a_run_dbt_cloud_started_reaches_the_sync_s_gate(stack):
+    """The polling sensor records the run's test results as well as its materializations (dagster-dbt's records
+    only the latter): a test that failed in a run dbt Cloud's scheduler started blocks the sync."""
+    day = land_orders_with_an_unknown_channel(stack)
+    defs, instance = stack["defs"], dg.DagsterInstance.ephemeral()
+    job = defs.resolve_implicit_global_asset_job_def()
+    raw = job.get_subset(asset_selection={dg.AssetKey(["raw", "orders"])})
+    assert raw.execute_in_process(instance=instance, partition_key=day).success
+    jobs = api(stack, "GET", "jobs", params={"project_id": 1, "environment_id": 1}).json()["data"]
+    daily = next(j["id"] for j in jobs if j["name"] == "Daily marts")
+    body = {"cause": "Scheduled", "steps_override": ["dbt build --select stg_shop__orders+"]}
+    run = api(stack, "POST", f"jobs/{daily}/run", json=body).json()["data"]
+    assert wait_for_run(stack, run["id"])["status"] == 20, "the run errors: a test failed"
+    (sensor,) = [s for s in defs.sensors if s.name.startswith("dbt_cloud_1_1_1")]
+    result = sensor(dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def()))
+    built = [e.asset_key for e in result.asset_events if isinstance(e, dg.AssetMaterialization)]
+    assert any(k.path[-1] == "stg_shop__orders" for k in built), built
+    checks = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
+    failed = [e.check_name for e in checks if not e.passed]
+    assert any(name.startswith("accepted_values_stg_shop__orders_sales_channel") for name in failed), failed
+    assert len(checks) > len(failed), "the passing tests are recorded too"
+    last_build = max(i for i, e in enumerate(result.asset_events) if isinstance(e, dg.AssetMaterialization))
+    assert all(isinstance(e, dg.AssetCheckEvaluation) for e in result.asset_events[last_build + 1 :])
+    for event in result.asset_events:  # as the sensor daemon stores them
+        instance.report_runless_asset_event(event)
+    before = crm_contacts(stack)
+    alone = job.get_subset(asset_selection={SYNC}).execute_in_process(instance=instance, raise_on_error=False)
+    assert "blocking check(s) failed on dim_customers or upstream" in failure_of(alone)
+    assert crm_contacts(stack) == before
 
 
 def test_the_importer_turns_the_scheduled_jobs_into_schedules(stack, demo_manifest):

@@ -266,6 +266,12 @@ def test_failing_test_ends_the_run_in_error_with_run_results(client: DbtCloudWor
     assert results["test.tiny.no_bob"] == "fail"
     assert results["model.tiny.people_upper"] == "success"
     assert step_names_and_statuses(client, run["id"])[-1] == ("Invoke dbt with `dbt build`", "Error")
+    # The run's link (what Dagster logs) opens in a browser, without the API token, on the run and its steps' logs.
+    page = httpx.get(run["href"])
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert f"Run #{run['id']}: Error" in page.text and "Invoke dbt with `dbt build`" in page.text
+    assert "no_bob" in page.text, "the failing step's log"
+    assert httpx.get(run["href"].replace(f"/runs/{run['id']}", "/runs/999999")).status_code == 404
 
 
 def test_second_trigger_of_a_job_queues_until_the_first_ends_and_cancel_interrupts_it(

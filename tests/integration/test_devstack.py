@@ -13,7 +13,7 @@ import pytest
 
 from devstack import crm as crm_server
 from devstack import webhook_receiver
-from devstack.serve import ServerThread
+from devstack.serve import ServerThread, server_process
 
 pytestmark = pytest.mark.integration
 
@@ -266,6 +266,17 @@ def test_server_thread_picks_free_ports_and_releases_them(tmp_path: Path) -> Non
         url = second.url
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/healthz")
+
+
+def test_a_server_on_a_port_in_use_is_refused_not_mistaken_for_the_one_there(tmp_path: Path) -> None:
+    """A second `make dev` on the same port: the server already there answers /healthz, so without the check the
+    new stack would run against the old one's server (its data, its faults) while its own had died."""
+    with ServerThread(webhook_receiver.create_app()) as there:
+        refused = pytest.raises(RuntimeError, match=rf"port {there.port} is already in use")
+        with refused, server_process("devstack.webhook_receiver", port=there.port):
+            pass
+    with server_process("devstack.webhook_receiver", port=there.port) as url:  # once it is gone, it is free
+        assert httpx.get(f"{url}/healthz").status_code == 200
 
 
 def test_webhook_receiver_records_posts(tmp_path: Path) -> None:

@@ -52,6 +52,9 @@ def test_jobs_with_a_cron_and_a_building_command_become_schedules():
             job(16, "DAGSTER_ADHOC_JOB__1__1", ["dbt build"], cron=None),
             job(17, "Bad cron", ["dbt build"], cron="0 25 * * *"),
             job(18, "Paused", ["dbt build"], on=False),
+            job(19, "Seeds", ["dbt seed"]),
+            job(20, "Tests only", ["dbt test --select marts"]),
+            job(21, "Snapshots and marts", ["dbt snapshot", "dbt run --select marts+ stg_orders"]),
         ],
         skip_job_ids={16},
     )
@@ -62,16 +65,30 @@ def test_jobs_with_a_cron_and_a_building_command_become_schedules():
         ["dbt source freshness"],
         True,
     )
-    assert by_id[13].select == ["fct_orders", "fct_orders"]
+    # `dbt run` builds models only; its `dbt test` step adds nothing (a build here tests what it builds)
+    assert by_id[13].select == ["fct_orders,resource_type:model"]
+    assert by_id[13].not_imported == ["dbt test -s fct_orders"]
+    assert by_id[19].select == ["resource_type:seed"], "a seed job does not become a build of the whole project"
+    assert by_id[20].reasons == ["no command that builds nodes (dbt build/run/seed/snapshot)"]
+    assert by_id[21].select == [
+        "resource_type:snapshot",
+        "marts+,resource_type:model stg_orders,resource_type:model",
+    ]
     assert by_id[14].reasons == ["no cron schedule"]
-    assert by_id[15].reasons == ["no command that builds nodes (dbt build/run/test/seed/snapshot)"]
+    assert by_id[15].reasons == ["no command that builds nodes (dbt build/run/seed/snapshot)"]
     assert by_id[16].reasons == ["the job Dagster triggers (DBT_CLOUD_JOB_NAME)"]
     assert by_id[17].reasons == ["its cron '0 25 * * *' is not one Dagster accepts"]
     assert by_id[18].reasons == ["its schedule is off in dbt Cloud"]
 
     document = yaml.safe_load(schedules_document(imported, "dbt Cloud account 1"))
     assert document["timezone"] == "UTC"
-    assert document["schedules"] == {
+    assert set(document["schedules"]) == {
+        "dbt_cloud_daily_marts",
+        "dbt_cloud_hourly_orders",
+        "dbt_cloud_seeds",
+        "dbt_cloud_snapshots_and_marts",
+    }
+    assert {name: document["schedules"][name] for name in ("dbt_cloud_daily_marts", "dbt_cloud_hourly_orders")} == {
         "dbt_cloud_daily_marts": {
             "dbt_cloud_job_id": 12,
             "dbt_cloud_job_name": "Daily marts",
@@ -87,9 +104,10 @@ def test_jobs_with_a_cron_and_a_building_command_become_schedules():
             "dbt_cloud_job_name": "Hourly orders",
             "cron": "0 * * * *",
             "timezone": "UTC",
-            "select": "fct_orders",
+            "select": "fct_orders,resource_type:model",
             "exclude": "",
             "commands": ["dbt run -s fct_orders", "dbt test -s fct_orders"],
+            "not_imported": ["dbt test -s fct_orders"],
         },
     }
 
@@ -102,16 +120,24 @@ def manifest() -> dict:
 
 def test_the_imported_file_loads_as_jobs_over_the_dbt_assets_and_stopped_schedules(tmp_path, manifest):
     path = tmp_path / "dbt_cloud_schedules.yaml"
-    imported = import_jobs([job(12, "Daily marts", ["dbt build --select dim_customers"], cron="30 5 * * 1-5")])
+    imported = import_jobs(
+        [
+            job(12, "Daily marts", ["dbt build --select dim_customers"], cron="30 5 * * 1-5"),
+            job(13, "Seeds", ["dbt seed"]),
+            job(14, "Staging models", ["dbt run --select staging"]),
+        ]
+    )
     path.write_text(schedules_document(imported, "test"))
     translator = PipelineTranslator()
     jobs, schedules = load_schedules(path, manifest, translator)
-    assert [j.name for j in jobs] == ["dbt_cloud_daily_marts"]
-    (schedule,) = schedules
+    assert [j.name for j in jobs] == ["dbt_cloud_daily_marts", "dbt_cloud_seeds", "dbt_cloud_staging_models"]
+    schedule = schedules[0]
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 5 * * 1-5", "UTC")
-    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
-    keys = jobs[0].selection.resolve_inner(None, allow_missing=True)
-    assert keys and all(k.path[-1] == "dim_customers" for k in keys)
+    assert all(s.default_status == dg.DefaultScheduleStatus.STOPPED for s in schedules)
+    marts, seeds, staging = (j.selection.resolve_inner(None, allow_missing=True) for j in jobs)
+    assert marts and all(k.path[-1] == "dim_customers" for k in marts)
+    assert {k.path[-1] for k in seeds} == {"country_regions"}, "the seed job selects the seeds alone"
+    assert staging and all(k.path[-1].startswith("stg_") for k in staging), staging
 
 
 def test_no_file_no_schedules(tmp_path, manifest):
