@@ -36,6 +36,8 @@ LANDING_START_DATE ?=
 # integration with these settings. For a real dbt Cloud account leave DBT_ENGINE unset and put the DBT_CLOUD_*
 # settings in .env (README, "dbt Cloud").
 DBT_ENGINE ?= core
+# Not passed on to dbt: its own settings take the DBT_ENGINE_ prefix, and it warns about any other variable there.
+unexport DBT_ENGINE
 DBT_CLOUD_PORT ?= 8767
 ifeq ($(DBT_ENGINE),cloud)
 DBT_CLOUD_ENV = DBT_CLOUD_ACCOUNT_ID=1 DBT_CLOUD_PROJECT_ID=1 DBT_CLOUD_ENVIRONMENT_ID=1 \

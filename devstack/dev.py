@@ -29,7 +29,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from devstack.dagster_dev import dagster_dev_command, stop_dagster_dev
-from devstack.serve import configure_logging, server_process
+from devstack.serve import configure_logging, free_port, port_in_use, server_process
 from pipeline.core.settings import REPO_ROOT
 
 logger = logging.getLogger("devstack.dev")
@@ -163,6 +163,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("warning")  # Dagster's and alembic's INFO lines when the instance opens at shutdown: noise
     logger.setLevel(logging.INFO)
+    busy = [
+        f"{name}={port}"
+        for name, port in (
+            ("CRM_PORT", args.crm_port),
+            ("WEBHOOK_PORT", args.webhook_port),
+            ("DAGSTER_PORT", args.dagster_port),
+            ("DBT_CLOUD_PORT", args.dbt_cloud_port),
+        )
+        if port and port_in_use(port)
+    ]
+    if busy:  # before anything starts: another `make dev` (or another server) holds them
+        logger.error(
+            "Already in use: %s (another `make dev`?). Stop it, or set another port (in .env or on the make command"
+            " line, e.g. `make dev %s`).",
+            ", ".join(busy),
+            " ".join(f"{item.split('=')[0]}={free_port()}" for item in busy),
+        )
+        return 1
     args.data.mkdir(parents=True, exist_ok=True)
     stop, hurry = threading.Event(), threading.Event()
 

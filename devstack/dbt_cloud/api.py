@@ -26,6 +26,7 @@ import hmac
 import html
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -437,9 +438,16 @@ def create_app(
     return app
 
 
+#: dbt's colours in the logs (ANSI escape sequences), which a page shows as `[0m` litter
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def render_run_page(run: Mapping[str, Any]) -> str:
     """A dbt Cloud run as a plain page: status, job, cause, times, and each step with its log."""
-    e = html.escape
+
+    def e(text: str) -> str:
+        return html.escape(ANSI_ESCAPE.sub("", text))
+
     job = run.get("job") or {}
     trigger = run.get("trigger") or {}
     refresh = '<meta http-equiv="refresh" content="3">' if run.get("in_progress") else ""

@@ -258,6 +258,19 @@ def failed_nodes(run_results: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def without_skipped_tests(events: Iterator[Any] | list[Any]) -> Iterator[Any]:
+    """The events of a run's results, less the tests dbt skipped (an upstream node failed): dagster-dbt's dbt Cloud
+    conversion reports them as failed checks (`passed` is `status == "pass"`), which would show checks that never
+    ran as failed and keep the syncs' gates shut after the failure is fixed. Its dbt Core path records nothing for
+    them, and neither does this."""
+    for event in events:
+        if isinstance(event, dg.AssetCheckResult | dg.AssetCheckEvaluation):
+            status = (event.metadata or {}).get("status")
+            if getattr(status, "value", status) == "skipped":
+                continue
+        yield event
+
+
 def run_failure(client: DbtCloudWorkspaceClient, run_id: int, run_results: Mapping[str, Any] | None) -> dg.Failure:
     """The step's failure for a dbt Cloud run that errored or was cancelled: its URL, its status, and the nodes that
     failed with dbt's messages, or the step it failed in when dbt left no run_results.json."""
@@ -346,7 +359,7 @@ class CloudStep:
             self._wait(context, client, run_id, deadline)
             run_results: Mapping[str, Any] | None = None
             try:
-                yield from invocation.wait(timeout=max(1.0, deadline - time.monotonic()))
+                yield from without_skipped_tests(invocation.wait(timeout=max(1.0, deadline - time.monotonic())))
             except dg.Failure:
                 if "run_results.json" in client.list_run_artifacts(run_id):
                     run_results = client.get_run_results_json(run_id)
@@ -474,6 +487,7 @@ def run_events(
     events = list(
         results.to_default_asset_events(client=client, manifest=data.manifest, dagster_dbt_translator=translator)
     )
+    events = list(without_skipped_tests(events))
     built = [e for e in events if isinstance(e, dg.AssetMaterialization) and graph.has(e.asset_key)]
     tested = [
         e for e in events if isinstance(e, dg.AssetCheckEvaluation) and e.asset_check_key in graph.asset_check_keys

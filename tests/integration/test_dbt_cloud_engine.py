@@ -215,6 +215,12 @@ def build_seed(stack, tmp_path: Path, **overrides) -> dg.ExecuteInProcessResult:
 LOGS: dict[str, str] = {}
 
 
+def status_of(evaluation: dg.AssetCheckEvaluation) -> str:
+    """dbt's status of the test a check result comes from (`pass`, `fail`, ..., `skipped`)."""
+    status = evaluation.metadata["status"]
+    return getattr(status, "value", status)
+
+
 def failure_of(result: dg.ExecuteInProcessResult) -> str:
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
@@ -340,8 +346,14 @@ def test_a_failing_test_in_the_dbt_cloud_run_blocks_the_sync(stack):
     assert "Only dbt tests failed: not retried, the data has to change first." in message
     started = {e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START}
     assert not any(step.startswith("crm_contacts_sync") for step in started), "the sync did not start"
-    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    evaluations = result.get_asset_check_evaluations()
+    failed = [e for e in evaluations if not e.passed]
     assert any(e.check_name.startswith("accepted_values_stg_shop__orders_sales_channel") for e in failed)
+    # The tests dbt skipped (their models were skipped) are not recorded, as on dbt Core: not as failed checks.
+    dbt_tests = [e for e in evaluations if "status" in e.metadata]  # not the landing contract, not freshness
+    assert len(dbt_tests) > 10
+    assert {status_of(e) for e in dbt_tests} <= {"pass", "fail", "warn", "error"}
+    assert not any(e.asset_key == DIM_CUSTOMERS for e in evaluations), "dim_customers was not built: no results"
     # A run of the sync alone is refused by its gate: the failed check is upstream of dim_customers.
     alone = job.get_subset(asset_selection={SYNC}).execute_in_process(instance=instance, raise_on_error=False)
     assert "blocking check(s) failed on dim_customers or upstream" in failure_of(alone)
@@ -384,6 +396,7 @@ def test_a_test_failing_in_a_run_dbt_cloud_started_reaches_the_sync_s_gate(stack
     failed = [e.check_name for e in checks if not e.passed]
     assert any(name.startswith("accepted_values_stg_shop__orders_sales_channel") for name in failed), failed
     assert len(checks) > len(failed), "the passing tests are recorded too"
+    assert {status_of(e) for e in checks} <= {"pass", "fail", "warn", "error"}, "none dbt skipped"
     last_build = max(i for i, e in enumerate(result.asset_events) if isinstance(e, dg.AssetMaterialization))
     assert all(isinstance(e, dg.AssetCheckEvaluation) for e in result.asset_events[last_build + 1 :])
     for event in result.asset_events:  # as the sensor daemon stores them

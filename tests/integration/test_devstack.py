@@ -279,6 +279,23 @@ def test_a_server_on_a_port_in_use_is_refused_not_mistaken_for_the_one_there(tmp
         assert httpx.get(f"{url}/healthz").status_code == 200
 
 
+def test_make_dev_names_the_busy_port_and_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from devstack import dev
+    from devstack.serve import free_port
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    data = tmp_path / "data"
+    with ServerThread(webhook_receiver.create_app()) as there:
+        args = ["--crm-port", str(free_port()), "--webhook-port", str(free_port()), "--dagster-port", str(free_port())]
+        code = dev.main([*args, "--data", str(data), "--dbt-cloud-port", str(there.port)])
+    assert code == 1
+    assert f"Already in use: DBT_CLOUD_PORT={there.port} (another `make dev`?)" in caplog.text
+    assert "make dev DBT_CLOUD_PORT=" in caplog.text
+    assert not data.exists(), "nothing started, nothing written"
+
+
 def test_webhook_receiver_records_posts(tmp_path: Path) -> None:
     log_path = tmp_path / "webhooks" / "received.jsonl"
     with ServerThread(webhook_receiver.create_app(log_path)) as receiver, httpx.Client(base_url=receiver.url) as client:
