@@ -30,7 +30,7 @@ import json
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -258,7 +258,7 @@ def failed_nodes(run_results: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
-def without_skipped_tests(events: Iterator[Any] | list[Any]) -> Iterator[Any]:
+def without_skipped_tests(events: Iterable[Any]) -> Iterator[Any]:
     """The events of a run's results, less the tests dbt skipped (an upstream node failed): dagster-dbt's dbt Cloud
     conversion reports them as failed checks (`passed` is `status == "pass"`), which would show checks that never
     ran as failed and keep the syncs' gates shut after the failure is fixed. Its dbt Core path records nothing for
@@ -485,9 +485,10 @@ def run_events(
         return [], []
     results = DbtCloudJobRunResults.from_run_results_json(client.get_run_results_json(run.id))
     events = list(
-        results.to_default_asset_events(client=client, manifest=data.manifest, dagster_dbt_translator=translator)
+        without_skipped_tests(
+            results.to_default_asset_events(client=client, manifest=data.manifest, dagster_dbt_translator=translator)
+        )
     )
-    events = list(without_skipped_tests(events))
     built = [e for e in events if isinstance(e, dg.AssetMaterialization) and graph.has(e.asset_key)]
     tested = [
         e for e in events if isinstance(e, dg.AssetCheckEvaluation) and e.asset_check_key in graph.asset_check_keys
