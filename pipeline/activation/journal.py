@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..core.settings import MOTHERDUCK_PREFIX, is_motherduck
 from ..core.transport import Delivery
 from .outbox import Batch
 
@@ -41,10 +42,13 @@ CREATE TABLE IF NOT EXISTS batches (
 """
 
 
-def journal_path(warehouse_path: str | Path, sync: str) -> Path:
-    """Where a sync's journal lives: beside the warehouse file, named after both."""
-    warehouse = Path(warehouse_path)
-    return warehouse.with_name(f"{warehouse.name}.{sync}.journal.sqlite")
+def journal_path(warehouse_path: str | Path, sync: str, journal_dir: str | Path | None = None) -> Path:
+    """Where a sync's journal lives: beside the warehouse file (or in `journal_dir`: SYNC_JOURNAL_DIR, which a
+    MotherDuck warehouse needs), named after both."""
+    warehouse = str(warehouse_path)
+    name = warehouse.removeprefix(MOTHERDUCK_PREFIX) if is_motherduck(warehouse) else Path(warehouse).name
+    folder = Path(journal_dir) if journal_dir else Path(warehouse).parent
+    return folder / f"{name}.{sync}.journal.sqlite"
 
 
 def _delivery_json(delivery: Delivery) -> str:

@@ -130,7 +130,7 @@ def plan_sync(
         raise failure
     for reason in reasons:
         log.warning(f"Forced past: {reason}")
-    journal = journal_path(warehouse.path, spec.name)
+    journal = journal_path(warehouse.path, spec.name, warehouse.journal_dir)
     with warehouse.connect() as conn, open_journal(journal) as opened:
         unreadable = relation_problem(conn, sync, warehouse.path)
         if unreadable:

@@ -13,7 +13,20 @@ import duckdb
 import httpx
 
 from .objectstore import LandingStore, open_landing_store
-from .settings import Settings, secret
+from .settings import Settings, is_motherduck, secret
+
+
+def connect_motherduck(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """A MotherDuck database (`md:<database>`) through DuckDB's motherduck extension, which DuckDB downloads on first
+    use and which reads MOTHERDUCK_TOKEN itself; a failure says which setting and what to check."""
+    try:
+        return duckdb.connect(path, read_only=read_only)
+    except duckdb.Error as exc:
+        raise dg.Failure(
+            f"Could not open the MotherDuck database DUCKDB_PATH={path}: {exc}. Check MOTHERDUCK_TOKEN, that this"
+            " machine reaches MotherDuck (and, for the first use, DuckDB's extension repository to install the"
+            " motherduck extension), or pre-install the extension in the image."
+        ) from exc
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -25,13 +38,18 @@ class WarehouseResource(dg.ConfigurableResource):
     """
 
     path: str
+    #: where the syncs keep their delivery journals; None: beside the warehouse file (SYNC_JOURNAL_DIR)
+    journal_dir: str | None = None
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        path = Path(self.path)
-        if not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        conn = duckdb.connect(str(path), read_only=read_only)
+        if is_motherduck(self.path):
+            conn = connect_motherduck(self.path, read_only)
+        else:
+            path = Path(self.path)
+            if not read_only:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            conn = duckdb.connect(str(path), read_only=read_only)
         try:
             yield conn
         finally:
@@ -86,7 +104,10 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The shared resources, from settings; secrets stay `dg.EnvVar`s resolved inside the run. The code location adds
     the destinations' resources (activation provides them)."""
     return {
-        "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+        "warehouse": WarehouseResource(
+            path=str(settings.warehouse_path),
+            journal_dir=str(settings.sync_journal_dir) if settings.sync_journal_dir else None,
+        ),
         "landing": LandingResource(
             url=settings.landing_url, endpoint_url=settings.landing_endpoint_url, region=settings.landing_region
         ),

@@ -114,6 +114,62 @@ def _property_name(value: str) -> str:
     return value
 
 
+#: DUCKDB_PATH's form for a MotherDuck database (dbt-duckdb and DuckDB open it through the motherduck extension)
+MOTHERDUCK_PREFIX = "md:"
+MOTHERDUCK_FORM = "a file path (not a folder), or md:<database> for a MotherDuck database (e.g. md:analytics)"
+
+
+def is_motherduck(warehouse: Path | str) -> bool:
+    return isinstance(warehouse, str) and warehouse.startswith(MOTHERDUCK_PREFIX)
+
+
+def _warehouse_path(read: _Reader) -> Path | str:
+    """DUCKDB_PATH: a DuckDB file, or `md:<database>`. A token inside the path (`?motherduck_token=...`) is refused
+    without showing it: it belongs in MOTHERDUCK_TOKEN, a secret, not in a setting that is logged and shown."""
+    raw = (read.env.get("DUCKDB_PATH") or "").strip()
+    if raw.startswith(MOTHERDUCK_PREFIX) and ("?" in raw or "token" in raw.lower()):
+        read.problems.append(
+            "DUCKDB_PATH (value not shown: it holds a token): expected md:<database> alone; put the MotherDuck token"
+            " in MOTHERDUCK_TOKEN (a secret)"
+        )
+        return raw.split("?", 1)[0]
+    return read("DUCKDB_PATH", DATA_DIR / "warehouse.duckdb", _warehouse, MOTHERDUCK_FORM)
+
+
+def _warehouse(value: str) -> Path | str:
+    if value.startswith(MOTHERDUCK_PREFIX):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value[len(MOTHERDUCK_PREFIX) :]):
+            raise ValueError("a MotherDuck database name: letters, digits and _")
+        return value
+    return _file_path(value)
+
+
+def _motherduck_needs(read: _Reader, settings: Settings) -> None:
+    """What a MotherDuck warehouse needs besides its path: the token (read by DuckDB's motherduck extension itself,
+    in the code location's processes and dbt's), and a local folder for the syncs' journals (no warehouse file to
+    keep them beside)."""
+    if not is_motherduck(settings.warehouse_path):
+        return
+    where = f"DUCKDB_PATH={settings.warehouse_path}"
+    if not any((read.env.get(name) or "").strip() for name in ("MOTHERDUCK_TOKEN", "motherduck_token")):
+        read.problems.append(
+            f"MOTHERDUCK_TOKEN is not set: {where} is a MotherDuck database, and DuckDB and dbt sign in with it"
+            " (an access token from MotherDuck's settings; keep it a secret)"
+        )
+    if settings.sync_journal_dir is None:
+        read.problems.append(
+            f"SYNC_JOURNAL_DIR is not set: {where} has no local folder to keep the syncs' delivery journals in;"
+            " set it to a persistent folder (e.g. /data/journals on deploy/compose.yaml's data volume)"
+        )
+
+
+def _folder_path(value: str) -> Path:
+    path = _path(value)
+    if path.is_file():
+        raise ValueError("")
+    return path
+
+
 def _file_path(value: str) -> Path:
     path = _path(value)
     if path.is_dir():
@@ -317,7 +373,10 @@ class Settings:
     sensor_lookback_days: int
     #: how often, at most, a tick lists every landing day when the days before the lookback hold many files
     sensor_sweep_minutes: float
-    warehouse_path: Path
+    #: the DuckDB file, or a MotherDuck database (`md:<database>`, a str: no local file)
+    warehouse_path: Path | str
+    #: where the syncs keep their delivery journals (SQLite); None: beside the warehouse file
+    sync_journal_dir: Path | None
     dbt_project_dir: Path
     dbt_profiles_dir: Path
     dbt_target: str | None
@@ -392,7 +451,8 @@ class Settings:
             sensor_sweep_minutes=read(
                 "LANDING_SENSOR_SWEEP_MINUTES", 10.0, _number(0, 10_080), "a number of minutes above 0, at most 10080"
             ),
-            warehouse_path=read("DUCKDB_PATH", DATA_DIR / "warehouse.duckdb", _file_path, "a file path (not a folder)"),
+            warehouse_path=_warehouse_path(read),
+            sync_journal_dir=read("SYNC_JOURNAL_DIR", None, _folder_path, "a folder path (not a file)"),
             dbt_project_dir=dbt_project_dir,
             dbt_profiles_dir=read(
                 "DBT_PROFILES_DIR",
@@ -431,6 +491,7 @@ class Settings:
             fast_paths=read(FAST_PATHS_SETTING, "auto", _choice(FAST_PATHS_MODES), _one_of(FAST_PATHS_MODES)),
             dbt_cloud=_dbt_cloud_settings(read),
         )
+        _motherduck_needs(read, settings)
         # Read by dbt's profile and by the alert sensors, not kept here; their form is checked all the same.
         read("DBT_THREADS", 4, _integer(1, 256), "a whole number of threads, 1 to 256")
         read("ALERT_ROUTES", {}, _alert_routes, ALERT_ROUTES_FORM, secret=True)  # as alert_routes() reads it
@@ -546,7 +607,7 @@ SLIM_CI_PRODUCTION_DUCKDB_PATH = "SLIM_CI_PRODUCTION_DUCKDB_PATH"
 CI_DIR = DATA_DIR / "ci"
 
 
-def slim_ci_paths(warehouse_path: Path, environ: Mapping[str, str] | None = None) -> tuple[Path, Path]:
+def slim_ci_paths(warehouse_path: Path | str, environ: Mapping[str, str] | None = None) -> tuple[Path, Path]:
     """(CI warehouse, production warehouse) of the slim CI command.
 
     Production is SLIM_CI_PRODUCTION_DUCKDB_PATH (production's file, or a snapshot of it), else DUCKDB_PATH
@@ -555,8 +616,17 @@ def slim_ci_paths(warehouse_path: Path, environ: Mapping[str, str] | None = None
     unbuilt models to production's relation names (`warehouse.main.dim_customers`).
     """
     read = _Reader(os.environ if environ is None else environ)
-    production = read(SLIM_CI_PRODUCTION_DUCKDB_PATH, warehouse_path, _file_path, "a file path (not a folder)")
-    ci = read(SLIM_CI_DUCKDB_PATH, CI_DIR / warehouse_path.name, _file_path, "a file path (not a folder)")
+    if is_motherduck(warehouse_path) and not (read.env.get(SLIM_CI_PRODUCTION_DUCKDB_PATH) or "").strip():
+        raise SettingsError(
+            [
+                f"{SLIM_CI_PRODUCTION_DUCKDB_PATH} is not set: DUCKDB_PATH={warehouse_path} is a MotherDuck database,"
+                " and slim CI copies a DuckDB file; point it at a local copy of production (e.g. from MotherDuck's"
+                " `COPY FROM DATABASE` into a file)"
+            ]
+        )
+    default = Path(str(warehouse_path))
+    production = read(SLIM_CI_PRODUCTION_DUCKDB_PATH, default, _file_path, "a file path (not a folder)")
+    ci = read(SLIM_CI_DUCKDB_PATH, CI_DIR / production.name, _file_path, "a file path (not a folder)")
     if read.problems:
         raise SettingsError(read.problems)
     return ci, production

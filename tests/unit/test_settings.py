@@ -313,3 +313,67 @@ def test_every_setting_is_in_the_readme_table_and_in_env_example():
     assert not undocumented, f"settings missing from the README's settings table: {undocumented}"
     missing = sorted(name for name in names if f"# {name}=" not in example)
     assert not missing, f"settings missing from .env.example: {missing}"
+
+
+def test_a_motherduck_warehouse_is_accepted_with_its_token_and_a_journal_folder(tmp_path: Path):
+    s = Settings.from_env(
+        {"DUCKDB_PATH": "md:analytics", "MOTHERDUCK_TOKEN": "t0ken", "SYNC_JOURNAL_DIR": str(tmp_path / "journals")}
+    )
+    assert s.warehouse_path == "md:analytics"
+    assert s.sync_journal_dir == tmp_path / "journals"
+    from pipeline.activation.journal import journal_path
+    from pipeline.core.resources import build_resources
+
+    warehouse = build_resources(s)["warehouse"]
+    assert warehouse.path == "md:analytics"
+    assert journal_path(warehouse.path, "crm_contacts_sync", warehouse.journal_dir) == (
+        tmp_path / "journals" / "analytics.crm_contacts_sync.journal.sqlite"
+    )
+
+
+def test_a_motherduck_warehouse_names_what_it_lacks():
+    found = problems({"DUCKDB_PATH": "md:analytics"})
+    assert any(p.startswith("MOTHERDUCK_TOKEN is not set: DUCKDB_PATH=md:analytics") for p in found), found
+    assert any(p.startswith("SYNC_JOURNAL_DIR is not set") for p in found), found
+    [bad] = problems({"DUCKDB_PATH": "md:my-db", "MOTHERDUCK_TOKEN": "t", "SYNC_JOURNAL_DIR": "/tmp"})
+    assert bad.startswith("DUCKDB_PATH='md:my-db': expected a file path (not a folder), or md:<database>"), bad
+
+
+def test_a_token_inside_a_motherduck_path_is_refused_and_never_shown():
+    found = problems({"DUCKDB_PATH": "md:analytics?motherduck_token=s3cr3t", "SYNC_JOURNAL_DIR": "/tmp"})
+    assert "s3cr3t" not in "\n".join(found), found
+    assert any(p.startswith("DUCKDB_PATH (value not shown: it holds a token)") for p in found), found
+
+
+def test_slim_ci_needs_a_local_copy_of_a_motherduck_production(tmp_path: Path):
+    with pytest.raises(SettingsError, match="SLIM_CI_PRODUCTION_DUCKDB_PATH is not set: DUCKDB_PATH=md:analytics"):
+        slim_ci_paths("md:analytics", {})
+    copy = tmp_path / "analytics.duckdb"
+    assert slim_ci_paths("md:analytics", {"SLIM_CI_PRODUCTION_DUCKDB_PATH": str(copy)})[1] == copy
+
+
+def test_a_motherduck_path_reaches_dbts_profile(tmp_path: Path):
+    """dbt-duckdb takes the md: path from the profile as it is: the manifest's relations are in that database."""
+    import shutil
+    import subprocess
+    import sys
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(REPO_ROOT / "dbt_project", project, ignore=shutil.ignore_patterns("target", "logs"))
+    env = {"PATH": str(Path(sys.executable).parent), "DUCKDB_PATH": "md:analytics", "MOTHERDUCK_TOKEN": "unused"}
+    dbt = str(Path(sys.executable).with_name("dbt"))
+    command = [
+        dbt,
+        "parse",
+        "--quiet",
+        "--project-dir",
+        str(project),
+        "--profiles-dir",
+        str(project),
+        "--target",
+        "prod",
+    ]
+    subprocess.run(command, check=True, env=env, cwd=project)
+    manifest = json.loads((project / "target" / "manifest.json").read_text())
+    node = next(n for uid, n in manifest["nodes"].items() if uid.endswith(".dim_customers"))
+    assert node["relation_name"] == '"analytics"."main"."dim_customers"'
