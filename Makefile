@@ -72,7 +72,7 @@ $(UV):
 # ever written, so every process compiles Dagster's and dbt's modules again: ~2.5 s of each run worker's start-up and
 # ~1 s of each dbt invocation (bench P2).
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --all-groups --compile-bytecode --python $(PYTHON)
+	$(UV) sync --frozen --all-groups --all-extras --compile-bytecode --python $(PYTHON)
 	touch $@
 
 install: $(VENV)/.installed

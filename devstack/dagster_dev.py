@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -96,6 +96,23 @@ query ($runId: ID!) {
   }
 }
 """
+#: A run's steps and materializations (the bench's timings, the tests' failure messages).
+RUN_EVENTS_QUERY = """
+query ($runId: ID!) {
+  logsForRun(runId: $runId, limit: 100000) {
+    __typename
+    ... on EventConnection {
+      events {
+        __typename
+        ... on ExecutionStepStartEvent { stepKey timestamp }
+        ... on ExecutionStepSuccessEvent { stepKey timestamp }
+        ... on ExecutionStepFailureEvent { stepKey timestamp error { message cause { message cause { message } } } }
+        ... on MaterializationEvent { stepKey timestamp assetKey { path } }
+      }
+    }
+  }
+}
+"""
 POOL_QUERY = """
 query ($pool: String!) {
   instance { concurrencyLimit(concurrencyKey: $pool) { claimedSlots { runId stepKey } pendingSteps { runId } } }
@@ -158,15 +175,17 @@ class DagsterDev:
             raise StackError(f"could not start sensor {name}: {started}")
 
 
-def launch_assets(gql: GraphQL, *paths: Sequence[str]) -> str:
-    """Launch one run of the assets at `paths` (as the UI's "Materialize selected" does); returns its run id."""
+def launch_assets(gql: GraphQL, *paths: Sequence[str], run_config: Mapping[str, Any] | None = None) -> str:
+    """Launch one run of the assets at `paths` (as the UI's "Materialize selected" does, with the launchpad's
+    `run_config` if given); returns its run id."""
     selector = {
         "repositoryLocationName": LOCATION,
         "repositoryName": REPOSITORY,
         "pipelineName": "__ASSET_JOB",
         "assetSelection": [{"path": list(path)} for path in paths],
     }
-    launched = gql(LAUNCH_RUN_MUTATION, params={"selector": selector, "mode": "default"})["launchPipelineExecution"]
+    params = {"selector": selector, "mode": "default", **({"runConfigData": run_config} if run_config else {})}
+    launched = gql(LAUNCH_RUN_MUTATION, params=params)["launchPipelineExecution"]
     if launched["__typename"] != "LaunchRunSuccess":
         raise StackError(f"could not launch {paths}: {launched}")
     return launched["run"]["runId"]
@@ -189,6 +208,30 @@ def run_worker_pid(gql: GraphQL, run_id: str) -> int | None:
         if event["__typename"] == "EngineEvent" and event["message"].startswith("Started process for run"):
             return next(int(e["text"]) for e in event["metadataEntries"] if e["label"] == "pid")
     return None
+
+
+def step_failures(gql: GraphQL, run_id: str) -> list[str]:
+    """Each failed step of the run (retried attempts too) as `step: error`, with the error's causes, for an
+    assertion message."""
+
+    def messages(error: dict[str, Any] | None) -> str:
+        chain = []
+        while error:
+            chain.append(error["message"].strip())
+            error = error.get("cause")
+        return "\n  ".join(chain)[:2000]
+
+    events = gql(RUN_EVENTS_QUERY, runId=run_id)["logsForRun"].get("events", [])
+    return [f"{e['stepKey']}: {messages(e['error'])}" for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
+    """Poll `condition` until it returns something truthy (returned); fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
+        time.sleep(interval)
+    return result
 
 
 def pool_claims(gql: GraphQL, pool: str) -> list[str]:

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from devstack.dagster_dev import DagsterDev, dagster_dev, launch_assets
+from devstack.dagster_dev import RUN_EVENTS_QUERY, DagsterDev, dagster_dev, launch_assets
 from devstack.demo_data import generate
 
 from ..harness import Case, Row, Setup
@@ -82,22 +82,6 @@ query ($filter: RunsFilter, $limit: Int) {
     __typename
     ... on Runs { results { runId status creationTime startTime endTime tags { key value } } }
     ... on PythonError { message }
-  }
-}
-"""
-RUN_EVENTS_QUERY = """
-query ($runId: ID!) {
-  logsForRun(runId: $runId, limit: 100000) {
-    __typename
-    ... on EventConnection {
-      events {
-        __typename
-        ... on ExecutionStepStartEvent { stepKey timestamp }
-        ... on ExecutionStepSuccessEvent { stepKey timestamp }
-        ... on ExecutionStepFailureEvent { stepKey timestamp error { message cause { message cause { message } } } }
-        ... on MaterializationEvent { stepKey timestamp assetKey { path } }
-      }
-    }
   }
 }
 """

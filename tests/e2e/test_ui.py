@@ -20,9 +20,10 @@ import pytest
 from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from devstack.dagster_dev import step_failures
 from tests.e2e.conftest import ASSET_NODES_QUERY, CRM_TOKEN, DEMO_CUSTOMERS, DEMO_DAYS, SAVED, Stack
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.once]
 
 #: The cross-stack edges (parent, child), as asset key paths.
 EDGES = [
@@ -52,19 +53,6 @@ query ($id: String!) {
     __typename
     ... on PartitionBackfill { id status runs(limit: 1000) { runId status jobName } }
     ... on PythonError { message }
-  }
-}
-"""
-STEP_FAILURES_QUERY = """
-query ($runId: ID!) {
-  logsForRun(runId: $runId, limit: 100000) {
-    __typename
-    ... on EventConnection {
-      events {
-        __typename
-        ... on ExecutionStepFailureEvent { stepKey error { message cause { message cause { message } } } }
-      }
-    }
   }
 }
 """
@@ -178,19 +166,9 @@ def drawn_edges(boxes: list[dict[str, Any]], edges: list[dict[str, Any]]) -> set
 
 def describe_failures(stack: Stack, runs: list[dict[str, Any]]) -> str:
     """Each run with its failed steps' errors, for an assertion message."""
-
-    def messages(error: dict[str, Any] | None) -> str:
-        chain = []
-        while error:
-            chain.append(error["message"].strip())
-            error = error.get("cause")
-        return "\n  ".join(chain)[:2000]
-
     lines = []
     for run in runs:
-        events = stack.gql(STEP_FAILURES_QUERY, runId=run["runId"])["logsForRun"].get("events", [])
-        failures = [e for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
-        errors = [f"{e['stepKey']}: {messages(e['error'])}" for e in failures]
+        errors = step_failures(stack.gql, run["runId"])
         lines.append(f"run {run['runId']} ({run['jobName']}, {run['status']}): " + ("\n  ".join(errors) or "-"))
     return "\n".join(lines)
 
