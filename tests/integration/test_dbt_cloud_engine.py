@@ -31,6 +31,8 @@ from pipeline.transformation.cloud import dbt_cloud_multi_asset, dbt_cloud_works
 from pipeline.transformation.cloud_jobs import load_schedules
 from pipeline.transformation.translator import PipelineTranslator
 
+pytestmark = [pytest.mark.integration, pytest.mark.once]
+
 TOKEN = "dbtc_test_token"
 CRM_TOKEN = "crm-token"
 SECRET = "whsec-cloud"

@@ -26,7 +26,7 @@ from devstack import dbt_cloud
 from devstack.serve import ServerThread, server_process
 from pipeline.core.settings import REPO_ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 
 TOKEN = "dbt-cloud-test-token"
 ACCOUNT, PROJECT, ENVIRONMENT = 1, 1, 1

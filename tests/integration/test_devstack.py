@@ -15,7 +15,7 @@ from devstack import crm as crm_server
 from devstack import webhook_receiver
 from devstack.serve import ServerThread, server_process
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 
 TOKEN = "devstack-test-token"
 UPSERT = "/crm/v3/objects/contacts/batch/upsert"

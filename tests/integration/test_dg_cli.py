@@ -11,6 +11,8 @@ import pytest
 
 from pipeline.core.settings import REPO_ROOT
 
+pytestmark = [pytest.mark.integration, pytest.mark.once]
+
 DG = Path(sys.executable).with_name("dg")
 
 

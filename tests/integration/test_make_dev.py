@@ -36,6 +36,7 @@ from tests.marts import make_dim_customers
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.once,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the stack's processes through /proc"),
 ]
 

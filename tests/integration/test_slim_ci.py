@@ -24,7 +24,7 @@ from pipeline.ingestion.quarantine import ProcessedAction
 from pipeline.transformation.artifacts import ArtifactStore
 from tests.conftest import DBT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 pytest_plugins = ["tests.s3_fixtures"]
 
 STAGING = "model.tidewater.stg_shop__customers"
