@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -77,7 +77,11 @@ class BearerTokenAuth:
 
 
 async def _json_body(request: Request) -> object:
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:  # the client went away mid-body (a run worker killed mid-send): nothing to answer
+        logger.info("%s %s: the client disconnected before its body arrived", request.method, request.url.path)
+        raise CrmError(400, "CLIENT_DISCONNECTED", "The client disconnected before sending its whole body.") from None
     try:
         raw.decode("utf-8")
         return orjson.loads(raw)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -354,3 +358,20 @@ def test_batch_read_by_id_property_then_archive_by_object_id(client: httpx.Clien
     assert client.get(f"{CONTACTS}/{created[0]['id']}").status_code == 404
     refused = client.post(f"{CONTACTS}/batch/archive", json={"idProperty": "email", "inputs": [{"id": "u1@x.io"}]})
     assert refused.status_code == 400, "archive takes object ids only, as in HubSpot"
+
+
+def test_a_client_gone_mid_body_is_a_log_line_not_a_traceback(crm, client, caplog):
+    """A run worker killed mid-send leaves a request with half a body: the CRM says so in one line and goes on."""
+    url = urlsplit(crm.url)
+    caplog.set_level(logging.INFO)
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        head = (
+            f"POST {UPSERT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+        )
+        sock.sendall(f"{head}Content-Length: 1000\r\n\r\n".encode() + b'{"inputs": [')
+    deadline = time.monotonic() + 10
+    while "disconnected before its body arrived" not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text
+        time.sleep(0.05)
+    assert "Traceback" not in caplog.text and "ClientDisconnect" not in caplog.text, caplog.text
+    upsert(client, [by_email("after@x.io", firstname="A")])  # still serving
