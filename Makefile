@@ -39,6 +39,9 @@ DBT_ENGINE ?= core
 # Not passed on to dbt: its own settings take the DBT_ENGINE_ prefix, and it warns about any other variable there.
 unexport DBT_ENGINE
 DBT_CLOUD_PORT ?= 8767
+# Make's own variable, not a setting: the code location refuses DBT_CLOUD_* settings without DBT_CLOUD_ACCOUNT_ID,
+# and a variable given on make's command line is exported to the recipes.
+unexport DBT_CLOUD_PORT
 ifeq ($(DBT_ENGINE),cloud)
 DBT_CLOUD_ENV = DBT_CLOUD_ACCOUNT_ID=1 DBT_CLOUD_PROJECT_ID=1 DBT_CLOUD_ENVIRONMENT_ID=1 \
 	DBT_CLOUD_URL=http://127.0.0.1:$(DBT_CLOUD_PORT) DBT_CLOUD_TOKEN=dev-dbt-cloud-token DBT_CLOUD_POLL_INTERVAL_SECONDS=2

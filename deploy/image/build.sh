@@ -20,12 +20,17 @@ export UV_PROJECT_ENVIRONMENT=${UV_PROJECT_ENVIRONMENT:-$PWD/.venv}
 # with PYTHONDONTWRITEBYTECODE=1, so nothing would ever be cached).
 sync=("$uv" sync --frozen --no-dev --extra production --compile-bytecode --python "${PYTHON:-python3}")
 
+if ! command -v "$uv" >/dev/null; then
+    echo "deploy/image/build.sh: no uv at '$uv': set UV to the uv binary (the Dockerfile copies it from ghcr.io/astral-sh/uv; make install puts one in .bootstrap/bin/uv)" >&2
+    exit 2
+fi
+
 case $step in
 deps)
     "${sync[@]}" --no-install-project
     ;;
 app)
-    : "${DAGSTER_HOME:?DAGSTER_HOME: where the instance config (deploy/dagster.production.yaml) goes}"
+    : "${DAGSTER_HOME:?is required: the folder the instance config (deploy/dagster.production.yaml) goes to, e.g. /opt/dagster/home}"
     "${sync[@]}"
     # dagster-dbt reads dbt_project/target/manifest.json when the code server loads; outside `dagster dev` it never
     # parses by itself. The manifest's relation names carry the warehouse's catalog (dbt-duckdb: the file's stem,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ import pytest
 from devstack import crm as crm_server
 from devstack import webhook_receiver
 from devstack.serve import ServerThread, server_process
+from pipeline.core.settings import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.once]
 
@@ -375,3 +377,19 @@ def test_a_client_gone_mid_body_is_a_log_line_not_a_traceback(crm, client, caplo
         time.sleep(0.05)
     assert "Traceback" not in caplog.text and "ClientDisconnect" not in caplog.text, caplog.text
     upsert(client, [by_email("after@x.io", firstname="A")])  # still serving
+
+
+@pytest.mark.parametrize("variable", ["DBT_CLOUD_PORT", "DBT_ENGINE"])
+def test_make_dev_variables_given_on_the_command_line_do_not_reach_the_code_location(variable):
+    """`make dev DBT_CLOUD_PORT=18767`: make exports command-line variables to its recipes, and the code location
+    refuses a DBT_CLOUD_* setting without an account (dbt warns about DBT_ENGINE*): neither may be exported."""
+    probe = f'probe: ; @env | grep "^{variable}=" || echo unexported'
+    value = "core" if variable == "DBT_ENGINE" else "18767"
+    done = subprocess.run(
+        ["make", "--no-print-directory", "--eval", probe, "probe", f"{variable}={value}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "unexported", done.stdout

@@ -54,6 +54,7 @@ pytestmark = [
 ]
 
 TOKEN = "production-crm-token"
+WEBHOOK_SECRET = "production-webhook-secret"
 SYNC = "crm_contacts_sync"
 DAYS = 2
 FIRST_DAY = default_start(DAYS)
@@ -133,7 +134,9 @@ def production(tmp_path_factory) -> Iterator[Production]:
     (data / "landing").mkdir(parents=True)
     password = secrets.token_urlsafe(18)
     # compose's postgres service: its database, role and password, from the same variables
-    postgres_env = services({"DAGSTER_PG_PASSWORD": password, "CRM_URL": "-", "CRM_TOKEN": "-"})["postgres"]
+    # (compose interpolates the whole file: the settings the other services require need a value too)
+    required_elsewhere = dict.fromkeys(("CRM_URL", "CRM_TOKEN", "WEBHOOK_URL", "WEBHOOK_SECRET"), "-")
+    postgres_env = services({**required_elsewhere, "DAGSTER_PG_PASSWORD": password})["postgres"]
     with ExitStack() as cleanup:
         pg = cleanup.enter_context(
             postgres_server(
@@ -146,6 +149,8 @@ def production(tmp_path_factory) -> Iterator[Production]:
             server_process("devstack.crm", "--db", str(root / "crm.sqlite"), "--token", TOKEN)
         )
         alerts = cleanup.enter_context(ServerThread(webhook_receiver.create_app()))
+        # the webhook syncs' receiver checks their batches' signatures, as a real one would
+        hooks = cleanup.enter_context(ServerThread(webhook_receiver.create_app(secret=WEBHOOK_SECRET)))
         web_port = free_port()
         url = f"http://127.0.0.1:{web_port}"
         # deploy/.env as an operator writes it, with this machine's addresses for compose's service names.
@@ -165,6 +170,8 @@ def production(tmp_path_factory) -> Iterator[Production]:
             "CRM_TOKEN": TOKEN,
             "CRM_BATCH_SIZE": "10",
             "SYNC_CONCURRENCY": "1",
+            "WEBHOOK_URL": f"{hooks.url}/hooks",
+            "WEBHOOK_SECRET": WEBHOOK_SECRET,
             "ALERT_WEBHOOK_URL": f"{alerts.url}/alerts",
             "DAGSTER_UI_BASE_URL": url,
         }

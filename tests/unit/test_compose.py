@@ -6,7 +6,13 @@ import pytest
 from devstack.compose import ComposeError, interpolate, services
 from devstack.production import dockerignore_patterns, ignored
 
-REQUIRED = {"DAGSTER_PG_PASSWORD": "pw", "CRM_URL": "https://crm.example", "CRM_TOKEN": "tok"}
+REQUIRED = {
+    "DAGSTER_PG_PASSWORD": "pw",
+    "CRM_URL": "https://crm.example",
+    "CRM_TOKEN": "tok",
+    "WEBHOOK_URL": "https://hooks.example",
+    "WEBHOOK_SECRET": "whs",
+}
 
 
 @pytest.mark.parametrize(
@@ -65,6 +71,8 @@ def test_the_code_server_alone_gets_the_pipelines_settings_and_env_file():
     ("path", "expected"),
     [
         (".git", True),
+        ("deploy/.env", True),
+        (".env", True),
         (".git/config", True),
         ("pipeline/__pycache__/x.pyc", True),
         ("dbt_project/target/manifest.json", True),

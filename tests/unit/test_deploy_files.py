@@ -12,7 +12,7 @@ from pipeline.core.settings import REPO_ROOT
 DEPLOY = REPO_ROOT / "deploy"
 PRODUCTION = yaml.safe_load((DEPLOY / "dagster.production.yaml").read_text())
 HELM = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
-COMPOSE = services({"DAGSTER_PG_PASSWORD": "-", "CRM_URL": "-", "CRM_TOKEN": "-"})
+COMPOSE = services(dict.fromkeys(("DAGSTER_PG_PASSWORD", "CRM_URL", "CRM_TOKEN", "WEBHOOK_URL", "WEBHOOK_SECRET"), "-"))
 
 
 def camel(name: str) -> str:
