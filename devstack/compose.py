@@ -71,7 +71,6 @@ class Service:
     env_file: dict[str, str]
     #: the health check's command (compose's `test` without its CMD / CMD-SHELL marker), or None
     healthcheck: list[str] | None
-    image: str | None
     #: the image's build arguments (`build.args`)
     build_args: dict[str, str]
 
@@ -109,7 +108,6 @@ def services(env: Mapping[str, str], path: Path = COMPOSE_FILE) -> dict[str, Ser
             environment={key: "" if value is None else str(value) for key, value in environment.items()},
             env_file=dict(env) if env_files else {},
             healthcheck=test,
-            image=spec.get("image"),
             build_args={key: str(value) for key, value in ((spec.get("build") or {}).get("args") or {}).items()},
         )
     return found

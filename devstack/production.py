@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack.compose import COMPOSE_FILE, Service, services
+
+# The processes take from this one's environment only what dagster_dev's stack takes (a container starts from
+# its image's environment, not the host's).
+from devstack.dagster_dev import PASSED_THROUGH, tail
 from devstack.serve import stop_group
 from pipeline.core.settings import REPO_ROOT
 
@@ -32,9 +36,6 @@ BUILD_SCRIPT = Path("deploy/image/build.sh")
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 #: The code server loads the definitions (the manifest is prepared: no dbt parse) before it answers health checks.
 HEALTHY_TIMEOUT = 240.0
-#: What the processes may take from this one's environment besides the compose file's variables (as a container
-#: starts from the image's environment, not the host's).
-PASSED_THROUGH = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "USER", "LOGNAME")
 
 
 def ignored(relative: str, patterns: list[str]) -> bool:
@@ -100,12 +101,6 @@ def build_image_tree(app: Path, dagster_home: Path, *, log: Path, build_args: Ma
                 raise RuntimeError(f"{BUILD_SCRIPT} {step} failed ({done.returncode}); {log}:\n{tail(log, 40)}")
 
 
-def tail(path: Path, lines: int) -> str:
-    if not path.exists():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
 @dataclass
 class ProductionStack:
     """The compose services started as processes from the built folder `app`."""
@@ -122,6 +117,8 @@ class ProductionStack:
 
     def environment(self, service: Service) -> dict[str, str]:
         """The service's environment from the compose file over the image's (the Dockerfile's ENV)."""
+        # From this process's environment only what dagster_dev's stack takes: a container starts from its image's
+        # environment, not the host's.
         env = {name: os.environ[name] for name in PASSED_THROUGH if name in os.environ}
         env.update(
             PATH=os.pathsep.join([str(self.app / ".venv" / "bin"), os.environ.get("PATH", os.defpath)]),

@@ -31,6 +31,7 @@ import yaml
 from devstack import webhook_receiver
 from devstack.compose import services
 from devstack.dagster_dev import (
+    POOL_QUERY,
     GraphQL,
     launch_assets,
     pool_claims,
@@ -65,6 +66,7 @@ MONITORING = INSTANCE["run_monitoring"]
 FREED_AFTER_END = MONITORING["free_slots_after_run_end_seconds"] + MONITORING["poll_interval_seconds"] + 30
 #: Files landed -> arrival sensor -> raw loads -> automation's dbt runs -> the sync, on a loaded 2-core machine.
 PIPELINE_TIMEOUT = 600.0
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 RUNS_QUERY = """
 { runsOrError(limit: 500) { __typename ... on Runs { results { runId status tags { key value } } } } }
@@ -72,11 +74,6 @@ RUNS_QUERY = """
 RUN_EVENT_TYPES_QUERY = """
 query ($runId: ID!) {
   logsForRun(runId: $runId, limit: 100000) { __typename ... on EventConnection { events { __typename } } }
-}
-"""
-PENDING_QUERY = """
-query ($pool: String!) {
-  instance { concurrencyLimit(concurrencyKey: $pool) { claimedSlots { runId } pendingSteps { runId } } }
 }
 """
 MATERIALIZATIONS_QUERY = """
@@ -234,7 +231,7 @@ def test_two_runs_at_once_queue_on_the_warehouse_pool(production):
     def one_waits_on_the_other() -> bool:
         """One run holds the slot while the other waits: kept in the queue by the coordinator (the pool is full) or
         its step pending on the pool; never both holding it."""
-        pool = production.gql(PENDING_QUERY, pool=WAREHOUSE_POOL)["instance"]["concurrencyLimit"]
+        pool = production.gql(POOL_QUERY, pool=WAREHOUSE_POOL)["instance"]["concurrencyLimit"]
         holders = {slot["runId"] for slot in pool["claimedSlots"]} & both
         pending = {step["runId"] for step in pool["pendingSteps"]}
         assert len(holders) <= 1, f"two runs hold the warehouse: {holders}"
@@ -245,9 +242,7 @@ def test_two_runs_at_once_queue_on_the_warehouse_pool(production):
 
     wait_for("one run holding the warehouse slot while the other waits for it", one_waits_on_the_other, 240, 0.2)
     for run_id in both:
-        wait_for(
-            f"run {run_id} finished", lambda r=run_id: run_status(production.gql, r) in ("SUCCESS", "FAILURE"), 300
-        )
+        wait_for(f"run {run_id} finished", lambda r=run_id: run_status(production.gql, r) in FINISHED, 300)
         assert run_status(production.gql, run_id) == "SUCCESS", production.diagnostics()
 
 
@@ -277,8 +272,7 @@ def test_a_killed_run_worker_is_failed_its_slot_freed_and_the_run_retried_to_the
             (
                 run
                 for run in production.runs()
-                if {"key": "dagster/parent_run_id", "value": killed} in run["tags"]
-                and run["status"] in ("SUCCESS", "FAILURE")
+                if {"key": "dagster/parent_run_id", "value": killed} in run["tags"] and run["status"] in FINISHED
             ),
             None,
         )
@@ -308,6 +302,11 @@ def test_a_webserver_restart_loses_nothing(production):
         httpx.get(f"{production.url}/server_info", timeout=2, trust_env=False)
     production.stack.start("webserver")
     production.wait_until_loaded()
-    assert {run["runId"]: run["status"] for run in production.runs()} == runs
+    # The daemon goes on meanwhile (sensors, automation may start runs): nothing that was there is gone or changed,
+    # a run then in progress may have moved on.
+    after_runs = {run["runId"]: run["status"] for run in production.runs()}
+    assert runs.keys() <= after_runs.keys(), set(runs) - set(after_runs)
+    finished = {run_id: status for run_id, status in runs.items() if status in FINISHED}
+    assert {run_id: after_runs[run_id] for run_id in finished} == finished
     after = production.gql(MATERIALIZATIONS_QUERY, key=key)["assetOrError"]["assetMaterializations"]
-    assert after == materializations and materializations
+    assert materializations and all(m in after for m in materializations)
